@@ -1,0 +1,349 @@
+package messages
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// ProtocolVersion is written into every message. A reader rejects a newer version with
+// ErrUnsupportedVersion instead of guessing at fields it does not know.
+const ProtocolVersion = 1
+
+// Kind says which type a message is. Values are never reused.
+type Kind uint8
+
+const (
+	KindStartExecution  Kind = 1 // event: a client asks for an execution
+	KindInvocationEnded Kind = 2 // event: a worker finished one invocation of a handler
+	KindTimerFired      Kind = 3 // event: a durable timer is due
+	KindRunTask         Kind = 4 // task: run (or replay) an execution's handler
+	KindTimer           Kind = 5 // timer stream: a durable timer waiting to be due
+	KindExecution       Kind = 6 // record: an execution's state
+	KindCheckpoint      Kind = 7 // record: one operation's checkpoint
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindStartExecution:
+		return "StartExecution"
+	case KindInvocationEnded:
+		return "InvocationEnded"
+	case KindTimerFired:
+		return "TimerFired"
+	case KindRunTask:
+		return "RunTask"
+	case KindTimer:
+		return "Timer"
+	case KindExecution:
+		return "Execution"
+	case KindCheckpoint:
+		return "Checkpoint"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Errors returned by Decode.
+var (
+	ErrMalformed          = errors.New("messages: malformed message")
+	ErrUnknownKind        = errors.New("messages: unknown message kind")
+	ErrUnsupportedVersion = errors.New("messages: unsupported protocol version")
+	ErrWrongKind          = errors.New("messages: unexpected message kind")
+)
+
+// Header is the start of every message.
+type Header struct {
+	Version uint8 `msgpack:"v"`
+	Kind    Kind  `msgpack:"k"`
+}
+
+// Message is implemented by every wire type.
+type Message interface {
+	header() *Header
+	kind() Kind
+}
+
+func (h *Header) header() *Header { return h }
+
+// ErrorInfo is an error as it crosses the wire and is stored: its type name, its message, and
+// optional data. It is how a failure seen on one machine is the same failure on another.
+type ErrorInfo struct {
+	Type    string `msgpack:"t"`
+	Message string `msgpack:"m"`
+	Data    []byte `msgpack:"d,omitempty"`
+}
+
+// StartExecution asks for an execution of Function. ExecutionID is chosen by the client (a random
+// id, or the caller's execution name), so starting twice with one name starts one execution.
+type StartExecution struct {
+	Header
+	ExecutionID string `msgpack:"id"`
+	Function    string `msgpack:"fn"`
+	Input       []byte `msgpack:"in"` // msgpack encoding of the handler's input
+	RequestedAt int64  `msgpack:"at"` // unix nanoseconds, client clock
+	TraceParent string `msgpack:"tp,omitempty"`
+}
+
+// RunTask asks a worker to run, or replay, the handler of an execution. Seq numbers the
+// dispatches of one execution; it names the invocation in the InvocationEnded that answers it.
+type RunTask struct {
+	Header
+	ExecutionID string `msgpack:"id"`
+	Function    string `msgpack:"fn"`
+	Seq         uint64 `msgpack:"sq"`
+}
+
+// Outcome is how one invocation of a handler ended.
+type Outcome uint8
+
+const (
+	OutcomeCompleted Outcome = 1 // the handler returned a result
+	OutcomeFailed    Outcome = 2 // the handler returned an error, panicked, or replay diverged
+	OutcomeSuspended Outcome = 3 // the handler waits for timers (or other work) and holds no worker
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCompleted:
+		return "COMPLETED"
+	case OutcomeFailed:
+		return "FAILED"
+	case OutcomeSuspended:
+		return "SUSPENDED"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// TimerKind says what a durable timer is for.
+type TimerKind uint8
+
+const (
+	TimerWait  TimerKind = 1 // a durable.Wait: when due, the wait's checkpoint succeeds
+	TimerRetry TimerKind = 2 // a step's retry backoff: when due, the next attempt may run
+)
+
+// TimerRequest is a timer an invocation needs before it can go on.
+type TimerRequest struct {
+	OpID   string    `msgpack:"op"`
+	FireAt int64     `msgpack:"at"` // unix nanoseconds
+	Kind   TimerKind `msgpack:"tk"`
+}
+
+// InvocationEnded reports how one invocation (RunTask Seq) ended.
+type InvocationEnded struct {
+	Header
+	ExecutionID string         `msgpack:"id"`
+	Seq         uint64         `msgpack:"sq"`
+	Outcome     Outcome        `msgpack:"o"`
+	Result      []byte         `msgpack:"r,omitempty"`
+	Error       *ErrorInfo     `msgpack:"e,omitempty"`
+	Timers      []TimerRequest `msgpack:"ts,omitempty"`
+	EndedAt     int64          `msgpack:"at"`
+}
+
+// Timer waits in the timer stream until FireAt, then becomes a TimerFired event.
+type Timer struct {
+	Header
+	ExecutionID string       `msgpack:"id"`
+	Timer       TimerRequest `msgpack:"tm"`
+}
+
+// TimerFired tells the coordinator that a timer is due.
+type TimerFired struct {
+	Header
+	ExecutionID string       `msgpack:"id"`
+	Timer       TimerRequest `msgpack:"tm"`
+	FiredAt     int64        `msgpack:"at"`
+}
+
+// ExecutionStatus is the lifecycle state of an execution.
+type ExecutionStatus uint8
+
+const (
+	ExecutionRunning   ExecutionStatus = 1
+	ExecutionSucceeded ExecutionStatus = 2
+	ExecutionFailed    ExecutionStatus = 3
+)
+
+func (s ExecutionStatus) String() string {
+	switch s {
+	case ExecutionRunning:
+		return "RUNNING"
+	case ExecutionSucceeded:
+		return "SUCCEEDED"
+	case ExecutionFailed:
+		return "FAILED"
+	}
+	return fmt.Sprintf("ExecutionStatus(%d)", uint8(s))
+}
+
+// Terminal reports whether the status is final.
+func (s ExecutionStatus) Terminal() bool { return s == ExecutionSucceeded || s == ExecutionFailed }
+
+// TimerState is a timer the coordinator scheduled, and the dispatch it caused once fired.
+type TimerState struct {
+	TimerRequest `msgpack:"tr"`
+	FiredSeq     uint64 `msgpack:"fs,omitempty"` // 0 while pending
+}
+
+// Execution is an execution's state, owned by the coordinator and stored in ExecutionBucket. Its
+// readers are workers (for the input) and clients (for the result).
+type Execution struct {
+	Header
+	ID        string          `msgpack:"id"`
+	Function  string          `msgpack:"fn"`
+	Input     []byte          `msgpack:"in"`
+	Status    ExecutionStatus `msgpack:"st"`
+	Result    []byte          `msgpack:"r,omitempty"`
+	Error     *ErrorInfo      `msgpack:"e,omitempty"`
+	RunSeq    uint64          `msgpack:"sq"` // dispatches so far
+	Timers    []TimerState    `msgpack:"ts,omitempty"`
+	CreatedAt int64           `msgpack:"ca"`
+	EndedAt   int64           `msgpack:"ea,omitempty"`
+}
+
+// OpKind is the kind of a durable operation.
+type OpKind uint8
+
+const (
+	OpStep  OpKind = 1
+	OpWait  OpKind = 2
+	OpChild OpKind = 3
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpStep:
+		return "STEP"
+	case OpWait:
+		return "WAIT"
+	case OpChild:
+		return "CONTEXT"
+	}
+	return fmt.Sprintf("OpKind(%d)", uint8(k))
+}
+
+// OpStatus is the state of one operation's checkpoint.
+type OpStatus uint8
+
+const (
+	OpStarted   OpStatus = 1 // running (a child context), or an at-most-once attempt begun
+	OpPending   OpStatus = 2 // waiting for a timer: a Wait, or a retry's backoff
+	OpSucceeded OpStatus = 3
+	OpFailed    OpStatus = 4
+)
+
+func (s OpStatus) String() string {
+	switch s {
+	case OpStarted:
+		return "STARTED"
+	case OpPending:
+		return "PENDING"
+	case OpSucceeded:
+		return "SUCCEEDED"
+	case OpFailed:
+		return "FAILED"
+	}
+	return fmt.Sprintf("OpStatus(%d)", uint8(s))
+}
+
+// Terminal reports whether the status is final.
+func (s OpStatus) Terminal() bool { return s == OpSucceeded || s == OpFailed }
+
+// Checkpoint is one operation's recorded state, stored in CheckpointBucket. Its first write is a
+// create-if-absent and every later one a compare-and-set, so racing workers agree on one outcome.
+type Checkpoint struct {
+	Header
+	OpID      string     `msgpack:"op"`
+	OpKind    OpKind     `msgpack:"ok"`
+	Name      string     `msgpack:"n,omitempty"`
+	Status    OpStatus   `msgpack:"st"`
+	Result    []byte     `msgpack:"r,omitempty"`
+	Error     *ErrorInfo `msgpack:"e,omitempty"`
+	Attempt   int        `msgpack:"a,omitempty"`  // attempts made (steps)
+	FireAt    int64      `msgpack:"fa,omitempty"` // when the pending timer is due, unix ns
+	Fired     bool       `msgpack:"fd,omitempty"` // the pending timer is due
+	StartedAt int64      `msgpack:"sa,omitempty"`
+	EndedAt   int64      `msgpack:"ea,omitempty"`
+}
+
+func (*StartExecution) kind() Kind  { return KindStartExecution }
+func (*InvocationEnded) kind() Kind { return KindInvocationEnded }
+func (*TimerFired) kind() Kind      { return KindTimerFired }
+func (*RunTask) kind() Kind         { return KindRunTask }
+func (*Timer) kind() Kind           { return KindTimer }
+func (*Execution) kind() Kind       { return KindExecution }
+func (*Checkpoint) kind() Kind      { return KindCheckpoint }
+
+// Encode stamps m with its kind and the protocol version and returns its msgpack encoding.
+func Encode(m Message) ([]byte, error) {
+	h := m.header()
+	h.Version = ProtocolVersion
+	h.Kind = m.kind()
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("messages: encode %s: %w", h.Kind, err)
+	}
+	return b, nil
+}
+
+// MustEncode is Encode for values that cannot fail to encode (every type here).
+func MustEncode(m Message) []byte {
+	b, err := Encode(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Decode decodes any message, switching on its kind.
+func Decode(data []byte) (Message, error) {
+	var h Header
+	if err := msgpack.Unmarshal(data, &h); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if h.Version == 0 {
+		return nil, fmt.Errorf("%w: no version", ErrMalformed)
+	}
+	if h.Version > ProtocolVersion {
+		return nil, fmt.Errorf("%w: %d (this build speaks up to %d)", ErrUnsupportedVersion, h.Version, ProtocolVersion)
+	}
+	var m Message
+	switch h.Kind {
+	case KindStartExecution:
+		m = new(StartExecution)
+	case KindInvocationEnded:
+		m = new(InvocationEnded)
+	case KindTimerFired:
+		m = new(TimerFired)
+	case KindRunTask:
+		m = new(RunTask)
+	case KindTimer:
+		m = new(Timer)
+	case KindExecution:
+		m = new(Execution)
+	case KindCheckpoint:
+		m = new(Checkpoint)
+	default:
+		return nil, fmt.Errorf("%w: %d", ErrUnknownKind, uint8(h.Kind))
+	}
+	if err := msgpack.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, h.Kind, err)
+	}
+	return m, nil
+}
+
+// DecodeAs decodes data and checks that it is a T.
+func DecodeAs[T Message](data []byte) (T, error) {
+	var zero T
+	m, err := Decode(data)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: got %s, want %T", ErrWrongKind, m.kind(), zero)
+	}
+	return t, nil
+}

@@ -1,0 +1,75 @@
+package messages
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Stream, bucket and subject names. They are part of the protocol: changing one strands the
+// executions stored under the old name.
+const (
+	// TaskStream is a work-queue stream of RunTask messages, one durable consumer per function.
+	TaskStream = "JETFLOW_TASKS"
+	// EventStream is a work-queue stream of the events the coordinator folds into execution state.
+	EventStream = "JETFLOW_EVENTS"
+	// TimerStream holds durable timers until they are due (see docs/DESIGN.md).
+	TimerStream = "JETFLOW_TIMERS"
+
+	// ExecutionBucket is the KV bucket of Execution records, keyed by execution id.
+	ExecutionBucket = "jetflow-executions"
+	// CheckpointBucket is the KV bucket of Checkpoint records, keyed "<execution>.<operation>".
+	CheckpointBucket = "jetflow-checkpoints"
+
+	subjectRoot = "jetflow"
+)
+
+// Subject filters that the streams capture.
+const (
+	TaskSubjects  = subjectRoot + ".task.>"
+	EventSubjects = subjectRoot + ".evt.>"
+	TimerSubjects = subjectRoot + ".timer.>"
+)
+
+// TaskSubject is where RunTasks for function go; workers that registered it consume them.
+func TaskSubject(function, executionID string) string {
+	return subjectRoot + ".task." + function + "." + executionID
+}
+
+// TaskFilter matches every task of one function.
+func TaskFilter(function string) string { return subjectRoot + ".task." + function + ".>" }
+
+// EventSubject is where events about one execution go; kind is a short word such as "start".
+func EventSubject(executionID, kind string) string {
+	return subjectRoot + ".evt." + executionID + "." + kind
+}
+
+// TimerSubject is where a durable timer of one operation waits until it is due.
+func TimerSubject(executionID, opID string) string {
+	return subjectRoot + ".timer." + executionID + "." + opID
+}
+
+// CheckpointKey is the key of one operation's checkpoint.
+func CheckpointKey(executionID, opID string) string { return executionID + "." + opID }
+
+// ConsumerName is the durable consumer that workers of one function share.
+func ConsumerName(function string) string { return "fn-" + function }
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidateFunction reports whether name can be a function name: 1–128 letters, digits, '_' or '-'
+// (it becomes a subject token and a consumer name).
+func ValidateFunction(name string) error {
+	if !tokenRE.MatchString(name) {
+		return fmt.Errorf("messages: invalid function name %q: want 1-128 of [A-Za-z0-9_-]", name)
+	}
+	return nil
+}
+
+// ValidateExecutionID reports whether id can be an execution id (or an execution name given by a
+// caller): 1–128 letters, digits, '_' or '-'.
+func ValidateExecutionID(id string) error {
+	if !tokenRE.MatchString(id) {
+		return fmt.Errorf("messages: invalid execution id %q: want 1-128 of [A-Za-z0-9_-]", id)
+	}
+	return nil
+}
