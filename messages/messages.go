@@ -72,6 +72,9 @@ type ErrorInfo struct {
 	Type    string `msgpack:"t"`
 	Message string `msgpack:"m"`
 	Data    []byte `msgpack:"d,omitempty"`
+	// FromStep is set when the error is a step's failure passed on unchanged, so that a reader
+	// rebuilds it as a step error again.
+	FromStep bool `msgpack:"s,omitempty"`
 }
 
 // StartExecution asks for an execution of Function. ExecutionID is chosen by the client (a random

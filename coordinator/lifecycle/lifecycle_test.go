@@ -1,0 +1,191 @@
+package lifecycle
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
+
+	"github.com/jetflow/jetflow/messages"
+)
+
+const exec = "e1"
+
+func running(seq uint64, timers ...messages.TimerState) *messages.Execution {
+	return &messages.Execution{ID: exec, Function: "fn", Input: []byte{1}, Status: messages.ExecutionRunning,
+		RunSeq: seq, CreatedAt: 10, Timers: timers}
+}
+
+var (
+	waitT  = messages.TimerRequest{OpID: "2", FireAt: 500, Kind: messages.TimerWait}
+	retryT = messages.TimerRequest{OpID: "3", FireAt: 900, Kind: messages.TimerRetry}
+	errBad = &messages.ErrorInfo{Type: "errors.errorString", Message: "bad"}
+)
+
+func TestDecide(t *testing.T) {
+	succeeded := running(1)
+	succeeded.Status, succeeded.Result, succeeded.EndedAt = messages.ExecutionSucceeded, []byte{7}, 99
+	failed := running(1)
+	failed.Status, failed.Error, failed.EndedAt = messages.ExecutionFailed, errBad, 99
+
+	for _, tc := range []struct {
+		name    string
+		state   *messages.Execution
+		event   messages.Message
+		next    *messages.Execution
+		effects []Effect
+		err     error
+	}{
+		{
+			name:    "start creates and dispatches the first invocation",
+			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10},
+			next:    running(1),
+			effects: []Effect{Dispatch{exec, "fn", 1}},
+		},
+		{
+			name:    "duplicate start before anything happened re-dispatches the same invocation",
+			state:   running(1),
+			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{2}},
+			effects: []Effect{Dispatch{exec, "fn", 1}},
+		},
+		{
+			name:  "duplicate start of a later execution does nothing",
+			state: running(2),
+			event: &messages.StartExecution{ExecutionID: exec, Function: "fn"},
+		},
+		{
+			name:  "duplicate start of a finished execution does nothing",
+			state: succeeded,
+			event: &messages.StartExecution{ExecutionID: exec, Function: "fn"},
+		},
+		{
+			name:  "completion succeeds the execution",
+			state: running(1),
+			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeCompleted, Result: []byte{7}, EndedAt: 99},
+			next:  succeeded,
+		},
+		{
+			name:  "failure fails the execution with the handler's error",
+			state: running(1),
+			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeFailed, Error: errBad, EndedAt: 99},
+			next:  failed,
+		},
+		{
+			name:  "a finished execution never changes",
+			state: succeeded,
+			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeFailed, Error: errBad},
+		},
+		{
+			name:    "suspension schedules its timers",
+			state:   running(1),
+			event:   &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT, retryT}},
+			next:    running(1, messages.TimerState{TimerRequest: waitT}, messages.TimerState{TimerRequest: retryT}),
+			effects: []Effect{ScheduleTimer{exec, waitT}, ScheduleTimer{exec, retryT}},
+		},
+		{
+			name:    "suspension on a pending timer schedules it again (deduplicated downstream)",
+			state:   running(1, messages.TimerState{TimerRequest: waitT}),
+			event:   &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
+			effects: []Effect{ScheduleTimer{exec, waitT}},
+		},
+		{
+			name:  "a stale suspension on a fired timer does nothing",
+			state: running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
+			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
+		},
+		{
+			name:    "a due timer marks its operation and dispatches a replay",
+			state:   running(1, messages.TimerState{TimerRequest: waitT}),
+			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
+			next:    running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", 2}},
+		},
+		{
+			name:    "a timer fired twice repeats the same effects",
+			state:   running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
+			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", 2}},
+		},
+		{
+			name:  "a timer of a finished execution does nothing",
+			state: failed,
+			event: &messages.TimerFired{ExecutionID: exec, Timer: waitT},
+		},
+		{
+			name:  "an ending for an unknown execution is an error",
+			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeCompleted},
+			err:   ErrUnknownExecution,
+		},
+		{
+			name:  "a timer for an unknown execution is an error",
+			event: &messages.TimerFired{ExecutionID: exec, Timer: waitT},
+			err:   ErrUnknownExecution,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next, effects, err := Decide(tc.state, tc.event)
+			if tc.err != nil {
+				require.ErrorIs(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.next, next)
+			require.Equal(t, tc.effects, effects)
+		})
+	}
+}
+
+func TestDecideRejectsNonEvents(t *testing.T) {
+	_, _, err := Decide(running(1), &messages.RunTask{})
+	require.Error(t, err)
+}
+
+// Every event applied twice in a row — a redelivery after a crash between the state write and
+// the ack — yields no further state change and the same effects again; and a finished execution
+// stays finished whatever arrives.
+func TestDecideIsIdempotent(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		timers := []messages.TimerRequest{waitT, retryT, {OpID: "4", FireAt: 1000, Kind: messages.TimerWait}}
+		genTimers := rapid.SliceOfN(rapid.SampledFrom(timers), 1, 3)
+		genEvent := rapid.OneOf(
+			rapid.Just[messages.Message](&messages.StartExecution{ExecutionID: exec, Function: "fn"}),
+			rapid.Custom(func(t *rapid.T) messages.Message {
+				o := rapid.SampledFrom([]messages.Outcome{messages.OutcomeCompleted, messages.OutcomeFailed, messages.OutcomeSuspended}).Draw(t, "outcome")
+				ev := &messages.InvocationEnded{ExecutionID: exec, Seq: rapid.Uint64Range(1, 5).Draw(t, "seq"), Outcome: o}
+				if o == messages.OutcomeSuspended {
+					ev.Timers = genTimers.Draw(t, "timers")
+				}
+				if o == messages.OutcomeFailed {
+					ev.Error = errBad
+				}
+				return ev
+			}),
+			rapid.Custom(func(t *rapid.T) messages.Message {
+				return &messages.TimerFired{ExecutionID: exec, Timer: rapid.SampledFrom(timers).Draw(t, "timer")}
+			}),
+		)
+		var state *messages.Execution
+		events := append([]messages.Message{&messages.StartExecution{ExecutionID: exec, Function: "fn"}},
+			rapid.SliceOfN(genEvent, 0, 20).Draw(t, "events")...)
+		for _, ev := range events {
+			next, effects, err := Decide(state, ev)
+			require.NoError(t, err)
+			if state != nil && state.Status.Terminal() {
+				require.Nil(t, next, "a finished execution changed")
+				require.Empty(t, effects)
+			}
+			if next != nil {
+				if state != nil {
+					require.GreaterOrEqual(t, next.RunSeq, state.RunSeq, "RunSeq went back")
+				}
+				state = next
+			}
+			again, effects2, err := Decide(state, ev)
+			require.NoError(t, err)
+			require.Nil(t, again, "applying %T twice changed the state again", ev)
+			if _, isStart := ev.(*messages.StartExecution); !isStart || state.RunSeq == 1 {
+				require.Equal(t, effects, effects2, "applying %T twice gave other effects", ev)
+			}
+		}
+	})
+}

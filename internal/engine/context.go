@@ -1,0 +1,57 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+)
+
+// Context is the durable.Context handed to handlers and child contexts.
+type Context struct {
+	context.Context
+	cancel context.CancelFunc
+	inv    *Invocation
+	prefix string // operation ids of this context start with it: "" at the root, "3-" in child 3
+	seq    atomic.Int64
+	logger *slog.Logger
+}
+
+func newContext(parent context.Context, inv *Invocation, prefix string) *Context {
+	ctx, cancel := context.WithCancel(parent)
+	c := &Context{Context: ctx, cancel: cancel, inv: inv, prefix: prefix}
+	c.logger = slog.New(&replayQuiet{inner: inv.logger.Handler(), inv: inv}).With("execution", inv.execID)
+	return c
+}
+
+// ExecutionID is the id of the execution this context belongs to.
+func (c *Context) ExecutionID() string { return c.inv.execID }
+
+// Logger logs with the execution id, and drops records while the handler replays.
+func (c *Context) Logger() *slog.Logger { return c.logger }
+
+// IsReplaying reports whether the handler is still passing checkpointed operations.
+func (c *Context) IsReplaying() bool { return c.inv.isReplaying() }
+
+// nextOp returns the id of the next operation in this context: the parent's id plus a sequence
+// number, never anything from names.
+func (c *Context) nextOp() string {
+	return c.prefix + strconv.FormatInt(c.seq.Add(1), 10)
+}
+
+// replayQuiet is a slog.Handler that drops records while the invocation replays.
+type replayQuiet struct {
+	inner slog.Handler
+	inv   *Invocation
+}
+
+func (h *replayQuiet) Enabled(ctx context.Context, l slog.Level) bool {
+	return !h.inv.isReplaying() && h.inner.Enabled(ctx, l)
+}
+func (h *replayQuiet) Handle(ctx context.Context, r slog.Record) error { return h.inner.Handle(ctx, r) }
+func (h *replayQuiet) WithAttrs(as []slog.Attr) slog.Handler {
+	return &replayQuiet{inner: h.inner.WithAttrs(as), inv: h.inv}
+}
+func (h *replayQuiet) WithGroup(name string) slog.Handler {
+	return &replayQuiet{inner: h.inner.WithGroup(name), inv: h.inv}
+}

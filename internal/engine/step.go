@@ -1,0 +1,177 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jetflow/jetflow/messages"
+)
+
+// RetryPolicy is durable.RetryPolicy; see there for the meaning of each field.
+type RetryPolicy struct {
+	MaxAttempts        int
+	InitialInterval    time.Duration
+	MaxInterval        time.Duration
+	BackoffCoefficient float64
+	RetryIf            func(error) bool
+}
+
+// Defaults of SEMANTICS.md rule 24.
+const (
+	DefaultMaxAttempts        = 6
+	DefaultInitialInterval    = 5 * time.Second
+	DefaultMaxInterval        = 60 * time.Second
+	DefaultBackoffCoefficient = 2.0
+)
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.InitialInterval <= 0 {
+		p.InitialInterval = DefaultInitialInterval
+	}
+	if p.MaxInterval <= 0 {
+		p.MaxInterval = DefaultMaxInterval
+	}
+	if p.MaxInterval < p.InitialInterval {
+		p.MaxInterval = p.InitialInterval
+	}
+	if p.BackoffCoefficient < 1 {
+		p.BackoffCoefficient = DefaultBackoffCoefficient
+	}
+	return p
+}
+
+// Delay is the backoff before the attempt after attempt (1-based): InitialInterval ×
+// coefficient^(attempt−1), capped at MaxInterval, with full jitter, and never below the smaller
+// of one second and InitialInterval.
+func (p RetryPolicy) Delay(attempt int, rnd *rand.Rand) time.Duration {
+	p = p.withDefaults()
+	d := float64(p.InitialInterval) * math.Pow(p.BackoffCoefficient, float64(attempt-1))
+	d = math.Min(d, float64(p.MaxInterval))
+	jittered := time.Duration(rnd.Float64() * d)
+	return max(jittered, min(time.Second, p.InitialInterval))
+}
+
+// StepOptions configure one step.
+type StepOptions struct {
+	Retry      RetryPolicy
+	AtMostOnce bool
+}
+
+// StepContext is the durable.StepContext handed to step bodies.
+type StepContext struct {
+	context.Context
+	logger  *slog.Logger
+	attempt int
+}
+
+// Logger logs with the execution id, step name and attempt.
+func (s *StepContext) Logger() *slog.Logger { return s.logger }
+
+// Attempt is the 1-based attempt number.
+func (s *StepContext) Attempt() int { return s.attempt }
+
+// Step runs body under the step's retry policy and semantics, or returns its checkpointed outcome.
+// The result is the body's msgpack encoding, as stored.
+func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]byte, error)) ([]byte, error) {
+	inv := c.inv
+	inv.stopped()
+	op := c.nextOp()
+	r, err := inv.visit(op, messages.OpStep, name)
+	if err != nil {
+		return nil, err
+	}
+	p := o.Retry.withDefaults()
+	for {
+		attempt := 1
+		if r != nil {
+			switch cp := r.cp; {
+			case cp.Status == messages.OpSucceeded:
+				return cp.Result, nil
+			case cp.Status == messages.OpFailed:
+				return nil, stepError(name, cp.Error)
+			case cp.Status == messages.OpStarted:
+				// An at-most-once attempt began and never recorded an outcome: it counts as failed.
+				interrupted := &messages.ErrorInfo{Type: "StepInterrupted",
+					Message: fmt.Sprintf("attempt %d was interrupted before it recorded an outcome", cp.Attempt)}
+				r = c.afterFailure(op, name, p, r, cp.Attempt, interrupted, true)
+				continue
+			case cp.Status == messages.OpPending && !cp.Fired:
+				inv.suspend(messages.TimerRequest{OpID: op, FireAt: cp.FireAt, Kind: messages.TimerRetry})
+			default: // pending and fired: the backoff is over
+				attempt = cp.Attempt + 1
+			}
+		}
+		if o.AtMostOnce {
+			mark := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name, Status: messages.OpStarted,
+				Attempt: attempt, StartedAt: inv.now().UnixNano()}
+			got := inv.commit(mark, r)
+			r = got
+			if got.cp != mark { // another worker moved the step on first: adopt its state
+				continue
+			}
+		}
+		started := inv.now().UnixNano()
+		out, err := c.runBody(name, attempt, body)
+		if inv.ctx.Err() != nil {
+			// The worker is stopping: the body's failure may be ours, not the step's. Record nothing.
+			inv.fail(fmt.Errorf("engine: step %s: worker stopped: %w", op, inv.ctx.Err()))
+		}
+		if err == nil {
+			r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
+				Status: messages.OpSucceeded, Result: out, Attempt: attempt, StartedAt: started,
+				EndedAt: inv.now().UnixNano()}, r)
+			continue
+		}
+		retryable := p.RetryIf == nil || p.RetryIf(err)
+		r = c.afterFailure(op, name, p, r, attempt, &messages.ErrorInfo{Type: TypeName(err), Message: err.Error()}, retryable)
+	}
+}
+
+// afterFailure records a failed attempt: a pending retry, or the step's final failure.
+func (c *Context) afterFailure(op, name string, p RetryPolicy, prev *record, attempt int,
+	info *messages.ErrorInfo, retryable bool) *record {
+	inv := c.inv
+	now := inv.now()
+	cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name, Attempt: attempt, Error: info}
+	if retryable && attempt < p.MaxAttempts {
+		cp.Status = messages.OpPending
+		cp.FireAt = now.Add(p.Delay(attempt, rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(attempt))))).UnixNano()
+		c.logger.Warn("step attempt failed; will retry", "step", name, "attempt", attempt, "error", info.Message,
+			"retry_at", time.Unix(0, cp.FireAt))
+	} else {
+		cp.Status = messages.OpFailed
+		cp.EndedAt = now.UnixNano()
+	}
+	return inv.commit(cp, prev)
+}
+
+// runBody calls the step body, turning a panic into the attempt's error.
+func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]byte, error)) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, &panicError{msg: fmt.Sprint(r)}
+		}
+	}()
+	sc := &StepContext{Context: c.Context, attempt: attempt,
+		logger: c.logger.With("step", name, "attempt", attempt)}
+	return body(sc)
+}
+
+type panicError struct{ msg string }
+
+func (e *panicError) Error() string         { return "step panicked: " + e.msg }
+func (e *panicError) ErrorTypeName() string { return "Panic" }
+
+func stepError(name string, info *messages.ErrorInfo) error {
+	if info == nil {
+		info = &messages.ErrorInfo{Type: "Unknown", Message: "failed without a recorded error"}
+	}
+	return &StepError{Name: name, ErrorType: info.Type, Message: info.Message, Data: info.Data}
+}
