@@ -73,3 +73,7 @@ func ValidateExecutionID(id string) error {
 	}
 	return nil
 }
+
+// MaxEventSize is the largest encoded event a worker or client publishes: NATS's default maximum
+// payload (1 MiB) less room for headers. Larger results and inputs are refused with a clear error.
+const MaxEventSize = 1<<20 - 8<<10

@@ -42,9 +42,9 @@ func (e *ChildContextError) Error() string {
 // NonDeterminismError is replay finding, at a position, an operation different from the one
 // checkpointed there. The execution fails with it.
 type NonDeterminismError struct {
-	OpID         string
-	Want, Got    string // "STEP \"charge\"" and the like
-	ExecutionID  string
+	OpID        string
+	Want, Got   string // "STEP \"charge\"" and the like
+	ExecutionID string
 }
 
 func (e *NonDeterminismError) Error() string {

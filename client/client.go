@@ -1,0 +1,290 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/jetflow/jetflow/internal/topology"
+	"github.com/jetflow/jetflow/kvstore"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// Errors.
+var (
+	// ErrNotFound is an execution id that no execution has.
+	ErrNotFound = errors.New("client: execution not found")
+	// ErrInputTooLarge is an input that does not fit in one start message.
+	ErrInputTooLarge = errors.New("client: input too large")
+)
+
+// ExecutionError is a failed execution: the type name and message of the error its handler
+// returned (or "Panic", "NonDeterminismError", ...).
+type ExecutionError struct {
+	ExecutionID string
+	Function    string
+	ErrorType   string
+	Message     string
+	Data        []byte
+}
+
+func (e *ExecutionError) Error() string {
+	return fmt.Sprintf("execution %s (%s) failed: %s: %s", e.ExecutionID, e.Function, e.ErrorType, e.Message)
+}
+
+// Client talks to a running jetflow system over NATS. It is safe for concurrent use.
+type Client struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	execs *kvstore.Store
+	ckpts *kvstore.Store
+}
+
+// New binds a client to the system reachable through nc, creating jetflow's streams and buckets
+// if no service has yet.
+func New(nc *nats.Conn) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("client: nil NATS connection")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.Stream(ctx, messages.EventStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := topology.Provision(ctx, js, topology.Options{}); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	c := &Client{nc: nc, js: js}
+	if c.execs, err = kvstore.Open(ctx, js, messages.ExecutionBucket, topology.BlobBucket); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if c.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return c, nil
+}
+
+// StartOption configures Start.
+type StartOption func(*startOptions)
+
+type startOptions struct{ name string }
+
+// WithExecutionName makes the start idempotent: the name is the execution id, and starting again
+// with the same name returns the same execution (the first start's function and input win). A
+// name is 1–128 of [A-Za-z0-9_-].
+func WithExecutionName(name string) StartOption { return func(o *startOptions) { o.name = name } }
+
+// Start starts an execution of function with input (encoded as msgpack) and returns its id once
+// the start is stored in JetStream. A function no worker has registered yet is not an error: the
+// execution waits in its queue until a worker registers the function.
+func (c *Client) Start(ctx context.Context, function string, input any, opts ...StartOption) (string, error) {
+	var o startOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := messages.ValidateFunction(function); err != nil {
+		return "", fmt.Errorf("client: start: %w", err)
+	}
+	id := o.name
+	if id == "" {
+		id = nuid.Next()
+	} else if err := messages.ValidateExecutionID(id); err != nil {
+		return "", fmt.Errorf("client: start %s: execution name: %w", function, err)
+	}
+	in, err := msgpack.Marshal(input)
+	if err != nil {
+		return "", fmt.Errorf("client: start %s: encode input %T: %w", function, input, err)
+	}
+	data := messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: function, Input: in,
+		RequestedAt: time.Now().UnixNano()})
+	if len(data) > messages.MaxEventSize {
+		return "", fmt.Errorf("%w: %s: %d bytes encoded, the most is %d", ErrInputTooLarge, function, len(data), messages.MaxEventSize)
+	}
+	_, err = c.js.Publish(ctx, messages.EventSubject(id, "start"), data, jetstream.WithMsgID("start."+id))
+	if err != nil {
+		return "", fmt.Errorf("client: start %s: %w", function, err)
+	}
+	return id, nil
+}
+
+// Result waits until the execution ends and decodes its result into out (a pointer; nil to
+// discard). A failed execution returns *ExecutionError. If ctx ends first, the error names the
+// function and says whether any worker has registered it.
+func (c *Client) Result(ctx context.Context, executionID string, out any) error {
+	var final *messages.Execution
+	err := c.execs.Watch(ctx, executionID, func(e kvstore.Entry) (bool, error) {
+		x, err := messages.DecodeAs[*messages.Execution](e.Value)
+		if err != nil {
+			return false, fmt.Errorf("client: execution %s: %w", executionID, err)
+		}
+		if x.Status.Terminal() {
+			final = x
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return c.waitError(executionID, err)
+		}
+		return err
+	}
+	if final.Status == messages.ExecutionFailed {
+		ee := &ExecutionError{ExecutionID: final.ID, Function: final.Function}
+		if final.Error != nil {
+			ee.ErrorType, ee.Message, ee.Data = final.Error.Type, final.Error.Message, final.Error.Data
+		}
+		return ee
+	}
+	if out == nil || len(final.Result) == 0 {
+		return nil
+	}
+	if err := msgpack.Unmarshal(final.Result, out); err != nil {
+		return fmt.Errorf("client: execution %s: decode result into %T: %w", executionID, out, err)
+	}
+	return nil
+}
+
+// waitError explains why a wait for a result ended without one.
+func (c *Client) waitError(executionID string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e, err := c.execs.Get(ctx, executionID)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return fmt.Errorf("client: result of execution %s: not started yet (is a coordinator running?): %w", executionID, cause)
+	}
+	if err != nil {
+		return fmt.Errorf("client: result of execution %s: %w", executionID, cause)
+	}
+	x, err := messages.DecodeAs[*messages.Execution](e.Value)
+	if err != nil {
+		return fmt.Errorf("client: result of execution %s: %w", executionID, cause)
+	}
+	if _, err := c.js.Consumer(ctx, messages.TaskStream, messages.ConsumerName(x.Function)); errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("client: result of execution %s: no worker has registered function %q; the execution waits in its queue until one does: %w",
+			executionID, x.Function, cause)
+	}
+	return fmt.Errorf("client: result of execution %s (function %q, still %s): %w", executionID, x.Function, x.Status, cause)
+}
+
+// Execution is an execution's status and operation tree.
+type Execution struct {
+	ID         string       `json:"id"`
+	Function   string       `json:"function"`
+	Status     string       `json:"status"` // RUNNING, SUCCEEDED, FAILED
+	Error      *ErrorInfo   `json:"error,omitempty"`
+	CreatedAt  time.Time    `json:"createdAt"`
+	EndedAt    *time.Time   `json:"endedAt,omitempty"`
+	Operations []*Operation `json:"operations"` // the top-level operations, in order
+}
+
+// Operation is one durable operation and the operations under it.
+type Operation struct {
+	ID       string       `json:"id"`
+	Kind     string       `json:"kind"` // STEP, WAIT, CONTEXT
+	Name     string       `json:"name,omitempty"`
+	Status   string       `json:"status"` // STARTED, PENDING, SUCCEEDED, FAILED
+	Attempt  int          `json:"attempt,omitempty"`
+	Error    *ErrorInfo   `json:"error,omitempty"`
+	Started  *time.Time   `json:"startedAt,omitempty"`
+	Ended    *time.Time   `json:"endedAt,omitempty"`
+	FireAt   *time.Time   `json:"fireAt,omitempty"` // a pending wait or retry
+	Children []*Operation `json:"children,omitempty"`
+}
+
+// ErrorInfo is a recorded error.
+type ErrorInfo struct {
+	Type    string `json:"errorType"`
+	Message string `json:"errorMessage"`
+}
+
+// Describe returns the execution's status and its operation tree.
+func (c *Client) Describe(ctx context.Context, executionID string) (*Execution, error) {
+	e, err := c.execs.Get(ctx, executionID)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, executionID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
+	}
+	x, err := messages.DecodeAs[*messages.Execution](e.Value)
+	if err != nil {
+		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
+	}
+	entries, err := c.ckpts.List(ctx, executionID)
+	if err != nil {
+		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
+	}
+	out := &Execution{ID: x.ID, Function: x.Function, Status: x.Status.String(), Error: errorInfo(x.Error),
+		CreatedAt: time.Unix(0, x.CreatedAt), EndedAt: timePtr(x.EndedAt)}
+	ops := map[string]*Operation{}
+	for _, en := range entries {
+		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
+		if err != nil {
+			return nil, fmt.Errorf("client: describe %s: checkpoint %s: %w", executionID, en.Key, err)
+		}
+		ops[cp.OpID] = &Operation{ID: cp.OpID, Kind: cp.OpKind.String(), Name: cp.Name, Status: cp.Status.String(),
+			Attempt: cp.Attempt, Error: errorInfo(cp.Error), Started: timePtr(cp.StartedAt), Ended: timePtr(cp.EndedAt)}
+		if cp.Status == messages.OpPending {
+			ops[cp.OpID].FireAt = timePtr(cp.FireAt)
+		}
+	}
+	ids := make([]string, 0, len(ops))
+	for id := range ops {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, compareOpIDs)
+	for _, id := range ids {
+		op := ops[id]
+		parent := ""
+		if i := strings.LastIndexByte(id, '-'); i >= 0 {
+			parent = id[:i]
+		}
+		if p := ops[parent]; p != nil {
+			p.Children = append(p.Children, op)
+		} else {
+			out.Operations = append(out.Operations, op)
+		}
+	}
+	return out, nil
+}
+
+// compareOpIDs orders "2" < "2-1" < "2-10" < "10" by their numeric parts.
+func compareOpIDs(a, b string) int {
+	as, bs := strings.Split(a, "-"), strings.Split(b, "-")
+	for i := range min(len(as), len(bs)) {
+		if d := len(as[i]) - len(bs[i]); d != 0 {
+			return d
+		}
+		if c := strings.Compare(as[i], bs[i]); c != 0 {
+			return c
+		}
+	}
+	return len(as) - len(bs)
+}
+
+func errorInfo(e *messages.ErrorInfo) *ErrorInfo {
+	if e == nil {
+		return nil
+	}
+	return &ErrorInfo{Type: e.Type, Message: e.Message}
+}
+
+func timePtr(ns int64) *time.Time {
+	if ns == 0 {
+		return nil
+	}
+	t := time.Unix(0, ns)
+	return &t
+}

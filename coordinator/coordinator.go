@@ -1,0 +1,399 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/coordinator/lifecycle"
+	"github.com/jetflow/jetflow/internal/topology"
+	"github.com/jetflow/jetflow/kvstore"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// Consumer names on the event and timer streams.
+const (
+	EventConsumer = "coordinator"
+	TimerConsumer = "coordinator-timers"
+)
+
+// Config configures a Coordinator. The zero value is ready to use.
+type Config struct {
+	// Replicas is the replication factor of the streams and buckets it creates. Default 1; use 3
+	// on a 3-node NATS cluster.
+	Replicas int
+	// AckWait is how long an event may stay unacknowledged before JetStream redelivers it.
+	// Default 30s.
+	AckWait time.Duration
+	// BatchSize is the most events fetched at once. Default 256.
+	BatchSize int
+	// Logger receives the coordinator's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	var cfg Config
+	if c != nil {
+		cfg = *c
+	}
+	switch {
+	case cfg.Replicas < 0 || cfg.Replicas > 5:
+		return cfg, fmt.Errorf("coordinator: Config.Replicas must be 0 to 5, got %d", cfg.Replicas)
+	case cfg.AckWait < 0:
+		return cfg, fmt.Errorf("coordinator: Config.AckWait must not be negative, got %s", cfg.AckWait)
+	case cfg.BatchSize < 0:
+		return cfg, fmt.Errorf("coordinator: Config.BatchSize must not be negative, got %d", cfg.BatchSize)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("component", "coordinator")
+	return cfg, nil
+}
+
+// Coordinator drives executions. Start it once; Stop is safe to call twice.
+type Coordinator struct {
+	nc  *nats.Conn
+	cfg Config
+	log *slog.Logger
+
+	js    jetstream.JetStream
+	execs *kvstore.Store
+	ckpts *kvstore.Store
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	started bool
+}
+
+// New validates cfg (nil: defaults) and returns a Coordinator that is not yet running.
+func New(nc *nats.Conn, cfg *Config) (*Coordinator, error) {
+	if nc == nil {
+		return nil, errors.New("coordinator: nil NATS connection")
+	}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Coordinator{nc: nc, cfg: c, log: c.Logger}, nil
+}
+
+// Start creates what is missing of jetflow's streams and buckets and starts consuming. It returns
+// once the coordinator is running; it runs until Stop or until ctx ends.
+func (c *Coordinator) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return errors.New("coordinator: already started")
+	}
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if err := topology.Provision(ctx, js, topology.Options{Replicas: c.cfg.Replicas}); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if c.execs, err = kvstore.Open(ctx, js, messages.ExecutionBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	if c.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	c.js = js
+	events, err := js.CreateOrUpdateConsumer(ctx, messages.EventStream, jetstream.ConsumerConfig{
+		Durable: EventConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
+		MaxDeliver: -1, MaxAckPending: 4 * c.cfg.BatchSize,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: event consumer: %w", err)
+	}
+	timers, err := js.CreateOrUpdateConsumer(ctx, messages.TimerStream, jetstream.ConsumerConfig{
+		Durable: TimerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
+		// A timer that is not due is held back with a delayed nak and stays pending: no cap.
+		MaxDeliver: -1, MaxAckPending: -1,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: timer consumer: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.started = true
+	c.wg.Go(func() { c.consume(runCtx, events, c.handleEvent) })
+	c.wg.Go(func() { c.consume(runCtx, timers, c.handleTimer) })
+	c.wg.Go(func() { // Start's ctx bounds the coordinator's life too
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-runCtx.Done():
+		}
+	})
+	c.log.Info("coordinator started")
+	return nil
+}
+
+// Stop stops consuming and waits, at most until ctx ends, for the event in hand to be finished.
+// Unacknowledged events are redelivered to whichever coordinator runs next.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("coordinator: stop: %w", ctx.Err())
+	}
+}
+
+// consume fetches batches from cons and hands each message to handle, one at a time, until ctx
+// ends. Errors of the connection are retried with a short backoff.
+func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchContext(fetchCtx))
+		if err != nil {
+			cancel()
+			if ctx.Err() == nil {
+				c.log.Debug("fetch failed; retrying", "error", err)
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, time.Second)
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			handle(ctx, msg)
+		}
+		cancel()
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			c.log.Debug("fetch ended with an error; retrying", "error", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+	}
+}
+
+func (c *Coordinator) handleEvent(ctx context.Context, msg jetstream.Msg) {
+	ev, err := messages.Decode(msg.Data())
+	if err != nil {
+		c.log.Warn("dropping a malformed event", "subject", msg.Subject(), "error", err)
+		_ = msg.Term()
+		return
+	}
+	id, err := eventExecution(ev)
+	if err != nil {
+		c.log.Warn("dropping an invalid event", "subject", msg.Subject(), "error", err)
+		_ = msg.Term()
+		return
+	}
+	effects, err := c.apply(ctx, id, ev)
+	if err != nil {
+		if errors.Is(err, lifecycle.ErrUnknownExecution) || errors.Is(err, errInvalid) {
+			c.log.Warn("dropping an event", "subject", msg.Subject(), "error", err)
+			_ = msg.Term()
+			return
+		}
+		c.retryLater(ctx, msg, err)
+		return
+	}
+	for _, eff := range effects {
+		if err := c.carryOut(ctx, eff); err != nil {
+			c.retryLater(ctx, msg, err)
+			return
+		}
+	}
+	if err := msg.Ack(); err != nil && ctx.Err() == nil {
+		c.log.Debug("ack failed; the event will be redelivered and applied again", "error", err)
+	}
+}
+
+var errInvalid = errors.New("coordinator: invalid event")
+
+func eventExecution(ev messages.Message) (string, error) {
+	var id string
+	switch ev := ev.(type) {
+	case *messages.StartExecution:
+		if err := messages.ValidateFunction(ev.Function); err != nil {
+			return "", err
+		}
+		id = ev.ExecutionID
+	case *messages.InvocationEnded:
+		id = ev.ExecutionID
+	case *messages.TimerFired:
+		id = ev.ExecutionID
+	default:
+		return "", fmt.Errorf("%w: %T is not an event", errInvalid, ev)
+	}
+	return id, messages.ValidateExecutionID(id)
+}
+
+// apply folds ev into the stored state of execution id, retrying on a compare-and-set conflict,
+// and returns the effects to carry out.
+func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message) ([]lifecycle.Effect, error) {
+	for {
+		var (
+			state *messages.Execution
+			rev   uint64
+		)
+		e, err := c.execs.Get(ctx, id)
+		switch {
+		case errors.Is(err, kvstore.ErrNotFound):
+		case err != nil:
+			return nil, err
+		default:
+			if state, err = messages.DecodeAs[*messages.Execution](e.Value); err != nil {
+				return nil, fmt.Errorf("%w: stored state of %s: %w", errInvalid, id, err)
+			}
+			rev = e.Revision
+		}
+		next, effects, err := lifecycle.Decide(state, ev)
+		if err != nil {
+			return nil, err
+		}
+		if next == nil {
+			return effects, nil
+		}
+		data := messages.MustEncode(next)
+		if rev == 0 {
+			_, err = c.execs.Create(ctx, id, data)
+		} else {
+			_, err = c.execs.Update(ctx, id, data, rev)
+		}
+		if errors.Is(err, kvstore.ErrConflict) {
+			continue // someone else moved the state on: decide again on what they stored
+		}
+		if err != nil {
+			return nil, err
+		}
+		if next.Status.Terminal() && (state == nil || !state.Status.Terminal()) {
+			c.log.Info("execution ended", "execution", id, "function", next.Function, "status", next.Status)
+		}
+		return effects, nil
+	}
+}
+
+func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error {
+	switch eff := eff.(type) {
+	case lifecycle.Dispatch:
+		data := messages.MustEncode(&messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, Seq: eff.Seq})
+		_, err := c.js.Publish(ctx, messages.TaskSubject(eff.Function, eff.ExecutionID), data,
+			jetstream.WithMsgID("run."+eff.ExecutionID+"."+strconv.FormatUint(eff.Seq, 10)))
+		if err != nil {
+			return fmt.Errorf("coordinator: dispatch %s #%d: %w", eff.ExecutionID, eff.Seq, err)
+		}
+	case lifecycle.ScheduleTimer:
+		data := messages.MustEncode(&messages.Timer{ExecutionID: eff.ExecutionID, Timer: eff.Timer})
+		_, err := c.js.Publish(ctx, messages.TimerSubject(eff.ExecutionID, eff.Timer.OpID), data,
+			jetstream.WithMsgID(timerID("timer", eff.ExecutionID, eff.Timer)))
+		if err != nil {
+			return fmt.Errorf("coordinator: schedule timer %s/%s: %w", eff.ExecutionID, eff.Timer.OpID, err)
+		}
+	case lifecycle.FireTimer:
+		return c.markFired(ctx, eff)
+	default:
+		return fmt.Errorf("coordinator: unknown effect %T", eff)
+	}
+	return nil
+}
+
+// markFired records in the timer's checkpoint that it is due: a Wait succeeds, a step's retry
+// may run. It does nothing if the checkpoint has moved on.
+func (c *Coordinator) markFired(ctx context.Context, eff lifecycle.FireTimer) error {
+	key := messages.CheckpointKey(eff.ExecutionID, eff.Timer.OpID)
+	for {
+		e, err := c.ckpts.Get(ctx, key)
+		if errors.Is(err, kvstore.ErrNotFound) {
+			c.log.Warn("timer fired for an operation with no checkpoint", "execution", eff.ExecutionID, "op", eff.Timer.OpID)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+		if err != nil {
+			c.log.Warn("timer fired for an unreadable checkpoint", "key", key, "error", err)
+			return nil
+		}
+		if cp.Status != messages.OpPending || cp.FireAt != eff.Timer.FireAt || cp.Fired {
+			return nil
+		}
+		if cp.OpKind == messages.OpWait {
+			cp.Status = messages.OpSucceeded
+			cp.EndedAt = time.Now().UnixNano()
+		}
+		cp.Fired = true
+		_, err = c.ckpts.Update(ctx, key, messages.MustEncode(cp), e.Revision)
+		if errors.Is(err, kvstore.ErrConflict) {
+			continue
+		}
+		return err
+	}
+}
+
+// handleTimer holds a timer back until it is due, then turns it into a TimerFired event.
+func (c *Coordinator) handleTimer(ctx context.Context, msg jetstream.Msg) {
+	t, err := messages.DecodeAs[*messages.Timer](msg.Data())
+	if err != nil {
+		c.log.Warn("dropping a malformed timer", "subject", msg.Subject(), "error", err)
+		_ = msg.Term()
+		return
+	}
+	if wait := time.Until(time.Unix(0, t.Timer.FireAt)); wait > 0 {
+		_ = msg.NakWithDelay(wait)
+		return
+	}
+	data := messages.MustEncode(&messages.TimerFired{ExecutionID: t.ExecutionID, Timer: t.Timer, FiredAt: time.Now().UnixNano()})
+	_, err = c.js.Publish(ctx, messages.EventSubject(t.ExecutionID, "timer"), data,
+		jetstream.WithMsgID(timerID("fired", t.ExecutionID, t.Timer)))
+	if err != nil {
+		c.retryLater(ctx, msg, err)
+		return
+	}
+	_ = msg.Ack()
+}
+
+func (c *Coordinator) retryLater(ctx context.Context, msg jetstream.Msg, err error) {
+	if ctx.Err() != nil {
+		return // stopping: the message is redelivered after AckWait
+	}
+	c.log.Warn("will retry a message", "subject", msg.Subject(), "error", err)
+	_ = msg.NakWithDelay(time.Second)
+}
+
+func timerID(prefix, exec string, t messages.TimerRequest) string {
+	return prefix + "." + exec + "." + t.OpID + "." + strconv.FormatInt(t.FireAt, 10)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

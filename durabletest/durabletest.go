@@ -1,0 +1,290 @@
+// Package durabletest is the environment in which handlers are tested: a real embedded NATS
+// server with JetStream (file store in t.TempDir()), coordinators and workers in one process, all
+// stopped on t.Cleanup. The project's own end-to-end and fault tests run in it too, through the
+// fault-injection methods (KillWorker, RestartServer, ...).
+//
+//	func TestOrder(t *testing.T) {
+//		env := durabletest.New(t)
+//		durabletest.Register(env, "order", orderHandler)
+//		out, err := durabletest.Run[Receipt](env, "order", Order{ID: "o-1"})
+//		...
+//	}
+package durabletest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetflow/jetflow/client"
+	"github.com/jetflow/jetflow/coordinator"
+	"github.com/jetflow/jetflow/durable"
+	"github.com/jetflow/jetflow/internal/embedded"
+	"github.com/jetflow/jetflow/worker"
+)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	workers, coordinators int
+	ackWait               time.Duration
+	timeout               time.Duration
+	maxConcurrent         int
+	logger                *slog.Logger
+}
+
+// WithWorkers sets how many workers run (default 2).
+func WithWorkers(n int) Option { return func(o *options) { o.workers = n } }
+
+// WithCoordinators sets how many coordinators run (default 1).
+func WithCoordinators(n int) Option { return func(o *options) { o.coordinators = n } }
+
+// WithAckWait sets how long a task or event held by a dead process waits before redelivery
+// (default 1s, so that crash tests recover quickly).
+func WithAckWait(d time.Duration) Option { return func(o *options) { o.ackWait = d } }
+
+// WithTimeout bounds how long Run waits for a result (default 60s).
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithMaxConcurrent sets each worker's MaxConcurrent.
+func WithMaxConcurrent(n int) Option { return func(o *options) { o.maxConcurrent = n } }
+
+// WithLogger sends the services' logs to l (default: discarded).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Env is a running test environment.
+type Env struct {
+	t    testing.TB
+	opts options
+	dir  string
+	srv  *embedded.Server
+	nc   *nats.Conn
+	cl   *client.Client
+
+	mu      sync.Mutex
+	regs    []func(*worker.Worker)
+	workers []*workerSlot
+	coords  []*coordSlot
+}
+
+type workerSlot struct {
+	w  *worker.Worker
+	nc *nats.Conn
+}
+
+type coordSlot struct {
+	c  *coordinator.Coordinator
+	nc *nats.Conn
+}
+
+// New starts an embedded JetStream, the coordinators and the workers, and registers their
+// shutdown on t.Cleanup.
+func New(t testing.TB, opts ...Option) *Env {
+	t.Helper()
+	o := options{workers: 2, coordinators: 1, ackWait: time.Second, timeout: 60 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e := &Env{t: t, opts: o, dir: t.TempDir()}
+	srv, err := embedded.Start(embedded.Options{StoreDir: e.dir})
+	if err != nil {
+		t.Fatalf("durabletest: %v", err)
+	}
+	e.srv = srv
+	t.Cleanup(e.close)
+	e.nc = e.connect("client")
+	if e.cl, err = client.New(e.nc); err != nil {
+		t.Fatalf("durabletest: %v", err)
+	}
+	for range o.coordinators {
+		e.coords = append(e.coords, &coordSlot{})
+		e.StartCoordinator(len(e.coords) - 1)
+	}
+	for range o.workers {
+		e.AddWorker()
+	}
+	return e
+}
+
+func (e *Env) connect(name string) *nats.Conn {
+	e.t.Helper()
+	nc, err := nats.Connect(e.srv.URL(), nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		e.t.Fatalf("durabletest: connect: %v", err)
+	}
+	return nc
+}
+
+// Register registers h under function on every worker, those running now and those started
+// later. It may be called after New.
+func Register[I, O any](env *Env, function string, h func(durable.Context, I) (O, error)) {
+	reg := func(w *worker.Worker) { worker.Register(w, function, h) }
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.regs = append(env.regs, reg)
+	for _, s := range env.workers {
+		if s.w != nil {
+			reg(s.w)
+		}
+	}
+}
+
+// Run starts an execution of function and waits for its result. A failed execution returns
+// *client.ExecutionError.
+func Run[O any](env *Env, function string, input any) (O, error) {
+	var out O
+	ctx, cancel := context.WithTimeout(context.Background(), env.opts.timeout)
+	defer cancel()
+	id, err := env.cl.Start(ctx, function, input)
+	if err != nil {
+		return out, err
+	}
+	err = env.cl.Result(ctx, id, &out)
+	return out, err
+}
+
+// Client is a client connected to the environment.
+func (e *Env) Client() *client.Client { return e.cl }
+
+// Conn is the client's NATS connection.
+func (e *Env) Conn() *nats.Conn { return e.nc }
+
+// URL is the embedded server's nats:// URL.
+func (e *Env) URL() string { return e.srv.URL() }
+
+// Timeout is the bound Run puts on a wait for a result.
+func (e *Env) Timeout() time.Duration { return e.opts.timeout }
+
+// AddWorker starts one more worker with every registered handler and returns its index.
+func (e *Env) AddWorker() int {
+	e.mu.Lock()
+	e.workers = append(e.workers, &workerSlot{})
+	i := len(e.workers) - 1
+	e.mu.Unlock()
+	e.StartWorker(i)
+	return i
+}
+
+// StartWorker starts a new worker in slot i (after KillWorker or StopWorker).
+func (e *Env) StartWorker(i int) {
+	e.t.Helper()
+	nc := e.connect(fmt.Sprintf("worker-%d", i))
+	w, err := worker.New(nc, &worker.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("worker", i),
+		MaxConcurrent: e.opts.maxConcurrent})
+	if err != nil {
+		e.t.Fatalf("durabletest: %v", err)
+	}
+	e.mu.Lock()
+	for _, reg := range e.regs {
+		reg(w)
+	}
+	e.workers[i] = &workerSlot{w: w, nc: nc}
+	e.mu.Unlock()
+	if err := w.Start(context.Background()); err != nil {
+		e.t.Fatalf("durabletest: start worker %d: %v", i, err)
+	}
+}
+
+// KillWorker stops worker i as a crash would: its connection closes first, so nothing it holds is
+// acknowledged or recorded; its tasks go to other workers after the ack wait.
+func (e *Env) KillWorker(i int) {
+	e.mu.Lock()
+	s := e.workers[i]
+	e.workers[i] = &workerSlot{}
+	e.mu.Unlock()
+	if s.w == nil {
+		return
+	}
+	s.nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.w.Stop(ctx)
+}
+
+// StopWorker stops worker i gracefully: it finishes what it holds.
+func (e *Env) StopWorker(i int) {
+	e.mu.Lock()
+	s := e.workers[i]
+	e.workers[i] = &workerSlot{}
+	e.mu.Unlock()
+	if s.w == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = s.w.Stop(ctx)
+	s.nc.Close()
+}
+
+// StartCoordinator starts a new coordinator in slot i.
+func (e *Env) StartCoordinator(i int) {
+	e.t.Helper()
+	nc := e.connect(fmt.Sprintf("coordinator-%d", i))
+	c, err := coordinator.New(nc, &coordinator.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("coordinator", i)})
+	if err != nil {
+		e.t.Fatalf("durabletest: %v", err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		e.t.Fatalf("durabletest: start coordinator %d: %v", i, err)
+	}
+	e.mu.Lock()
+	e.coords[i] = &coordSlot{c: c, nc: nc}
+	e.mu.Unlock()
+}
+
+// KillCoordinator stops coordinator i as a crash would.
+func (e *Env) KillCoordinator(i int) {
+	e.mu.Lock()
+	s := e.coords[i]
+	e.coords[i] = &coordSlot{}
+	e.mu.Unlock()
+	if s.c == nil {
+		return
+	}
+	s.nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.c.Stop(ctx)
+}
+
+// RestartServer stops the embedded NATS server and starts it again on the same port and store,
+// as a crash and restart would. Every connection reconnects by itself.
+func (e *Env) RestartServer() {
+	e.t.Helper()
+	if err := e.srv.Restart(); err != nil {
+		e.t.Fatalf("durabletest: restart server: %v", err)
+	}
+}
+
+func (e *Env) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.mu.Lock()
+	workers, coords := e.workers, e.coords
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range workers {
+		if s.w != nil {
+			wg.Go(func() { _ = s.w.Stop(ctx); s.nc.Close() })
+		}
+	}
+	for _, s := range coords {
+		if s.c != nil {
+			wg.Go(func() { _ = s.c.Stop(ctx); s.nc.Close() })
+		}
+	}
+	wg.Wait()
+	e.nc.Close()
+	e.srv.Shutdown()
+}

@@ -1,0 +1,437 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/jetflow/jetflow/durable"
+	"github.com/jetflow/jetflow/internal/engine"
+	"github.com/jetflow/jetflow/internal/topology"
+	"github.com/jetflow/jetflow/kvstore"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// Config configures a Worker. The zero value is ready to use.
+type Config struct {
+	// MaxConcurrent is the most invocations run at once. Default 256.
+	MaxConcurrent int
+	// AckWait is how long a task may go without a heartbeat before JetStream gives it to another
+	// worker; heartbeats are sent every AckWait/3 while an invocation runs. Default 30s.
+	AckWait time.Duration
+	// Replicas is the replication factor of the streams and buckets it creates. Default 1.
+	Replicas int
+	// Logger receives the worker's logs and is the base of handlers' loggers. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	var cfg Config
+	if c != nil {
+		cfg = *c
+	}
+	switch {
+	case cfg.MaxConcurrent < 0:
+		return cfg, fmt.Errorf("worker: Config.MaxConcurrent must not be negative, got %d", cfg.MaxConcurrent)
+	case cfg.AckWait < 0:
+		return cfg, fmt.Errorf("worker: Config.AckWait must not be negative, got %s", cfg.AckWait)
+	case cfg.AckWait > 0 && cfg.AckWait < 300*time.Millisecond:
+		return cfg, fmt.Errorf("worker: Config.AckWait must be at least 300ms, got %s", cfg.AckWait)
+	case cfg.Replicas < 0 || cfg.Replicas > 5:
+		return cfg, fmt.Errorf("worker: Config.Replicas must be 0 to 5, got %d", cfg.Replicas)
+	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = 256
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("component", "worker")
+	return cfg, nil
+}
+
+// Worker runs the handlers registered on it. Register before or after Start; Stop is safe to
+// call twice.
+type Worker struct {
+	nc  *nats.Conn
+	cfg Config
+	log *slog.Logger
+	sem chan struct{}
+
+	mu       sync.Mutex
+	handlers map[string]engine.Handler
+	running  map[string]bool // functions whose consumer loop runs
+	js       jetstream.JetStream
+	execs    *kvstore.Store
+	ckpts    *kvstore.Store
+	runCtx   context.Context // ends on Stop: no more fetching
+	stopLoop context.CancelFunc
+	invCtx   context.Context // ends when Stop gives up waiting: in-flight invocations abort
+	abortInv context.CancelFunc
+	loops    sync.WaitGroup
+	inflight sync.WaitGroup
+	started  bool
+}
+
+// New validates cfg (nil: defaults) and returns a Worker that is not yet running.
+func New(nc *nats.Conn, cfg *Config) (*Worker, error) {
+	if nc == nil {
+		return nil, errors.New("worker: nil NATS connection")
+	}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
+		handlers: map[string]engine.Handler{}, running: map[string]bool{}}, nil
+}
+
+// Register makes h the handler of function on w. The input arrives as msgpack and is decoded into
+// I; a bad input fails the execution with an error saying so. Register panics on an invalid
+// function name (1–128 of [A-Za-z0-9_-]) or a function registered twice: both are programming
+// errors.
+func Register[I, O any](w *Worker, function string, h func(durable.Context, I) (O, error)) {
+	if err := messages.ValidateFunction(function); err != nil {
+		panic(fmt.Sprintf("worker: Register: %v", err))
+	}
+	w.register(function, func(ctx *engine.Context, raw []byte) ([]byte, error) {
+		var in I
+		if len(raw) > 0 {
+			if err := msgpack.Unmarshal(raw, &in); err != nil {
+				return nil, &InputError{Function: function, Err: err}
+			}
+		}
+		out, err := h(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		b, err := msgpack.Marshal(out)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %s: encode result %T: %w", function, out, err)
+		}
+		return b, nil
+	})
+}
+
+// InputError is an execution whose input does not decode into the handler's input type.
+type InputError struct {
+	Function string
+	Err      error
+}
+
+func (e *InputError) Error() string {
+	return fmt.Sprintf("worker: input of %s does not decode into the handler's input type: %v", e.Function, e.Err)
+}
+func (e *InputError) Unwrap() error         { return e.Err }
+func (e *InputError) ErrorTypeName() string { return "InputError" }
+
+func (w *Worker) register(function string, h engine.Handler) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, dup := w.handlers[function]; dup {
+		panic(fmt.Sprintf("worker: Register: function %q registered twice", function))
+	}
+	w.handlers[function] = h
+	if w.started {
+		if err := w.startFunction(w.runCtx, function); err != nil {
+			w.log.Error("cannot consume tasks of a function registered after Start", "function", function, "error", err)
+		}
+	}
+}
+
+// Functions lists the functions registered on w.
+func (w *Worker) Functions() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.handlers))
+	for f := range w.handlers {
+		out = append(out, f)
+	}
+	return out
+}
+
+// Start creates what is missing of jetflow's streams and buckets, and starts consuming the tasks
+// of every registered function. It returns once running; the worker runs until Stop or ctx ends.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return errors.New("worker: already started")
+	}
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := topology.Provision(ctx, js, topology.Options{Replicas: w.cfg.Replicas}); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if w.execs, err = kvstore.Open(ctx, js, messages.ExecutionBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if w.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.js = js
+	base := context.WithoutCancel(ctx)
+	w.runCtx, w.stopLoop = context.WithCancel(base)
+	w.invCtx, w.abortInv = context.WithCancel(base)
+	for f := range w.handlers {
+		if err := w.startFunction(ctx, f); err != nil {
+			w.stopLoop()
+			w.abortInv()
+			return err
+		}
+	}
+	w.started = true
+	stop := w.stopLoop
+	w.loops.Go(func() {
+		select {
+		case <-ctx.Done():
+			stop()
+		case <-w.runCtx.Done():
+		}
+	})
+	w.log.Info("worker started", "functions", len(w.handlers), "max_concurrent", w.cfg.MaxConcurrent)
+	return nil
+}
+
+// startFunction creates (or binds to) the function's shared consumer and starts its fetch loop.
+// Called with w.mu held.
+func (w *Worker) startFunction(ctx context.Context, function string) error {
+	if w.running[function] {
+		return nil
+	}
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, messages.TaskStream, jetstream.ConsumerConfig{
+		Durable:       messages.ConsumerName(function),
+		FilterSubject: messages.TaskFilter(function),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 100_000,
+	})
+	if err != nil {
+		return fmt.Errorf("worker: consumer for %s: %w", function, err)
+	}
+	w.running[function] = true
+	runCtx := w.runCtx
+	w.loops.Go(func() { w.fetchLoop(runCtx, function, cons) })
+	return nil
+}
+
+// Stop stops taking tasks and waits for the invocations in hand to finish, at most until ctx
+// ends; then it aborts them unreported, and JetStream hands their tasks to another worker.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	stop, abort := w.stopLoop, w.abortInv
+	w.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	done := make(chan struct{})
+	go func() { w.loops.Wait(); w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		abort()
+		return nil
+	case <-ctx.Done():
+		abort()
+		<-done
+		return fmt.Errorf("worker: stop: in-flight invocations aborted: %w", ctx.Err())
+	}
+}
+
+func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.Consumer) {
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		// Take one slot (waiting for it), then as many more as are free, up to a batch.
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	more:
+		for n < 64 {
+			select {
+			case w.sem <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fetchCtx))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				w.inflight.Go(func() {
+					defer func() { <-w.sem }()
+					w.handle(msg)
+				})
+			}
+			err = batch.Error()
+		}
+		cancel()
+		for range n - got {
+			<-w.sem
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			w.log.Debug("fetch failed; retrying", "function", function, "error", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+	}
+}
+
+func (w *Worker) handle(msg jetstream.Msg) {
+	ctx := w.invCtx
+	task, err := messages.DecodeAs[*messages.RunTask](msg.Data())
+	if err != nil {
+		w.log.Warn("dropping a malformed task", "subject", msg.Subject(), "error", err)
+		_ = msg.Term()
+		return
+	}
+	w.mu.Lock()
+	h := w.handlers[task.Function]
+	w.mu.Unlock()
+	if h == nil {
+		w.log.Warn("dropping a task for a function not registered here", "subject", msg.Subject(), "function", task.Function)
+		_ = msg.Term()
+		return
+	}
+	log := w.log.With("execution", task.ExecutionID, "function", task.Function, "seq", task.Seq)
+
+	stopBeat := w.heartbeat(msg)
+	defer stopBeat()
+
+	e, err := w.execs.Get(ctx, task.ExecutionID)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		log.Warn("dropping a task for an execution that does not exist")
+		_ = msg.Term()
+		return
+	}
+	if err != nil {
+		w.retryLater(msg, log, err)
+		return
+	}
+	exec, err := messages.DecodeAs[*messages.Execution](e.Value)
+	if err != nil {
+		log.Error("dropping a task: unreadable execution record", "error", err)
+		_ = msg.Term()
+		return
+	}
+	if exec.Status.Terminal() {
+		_ = msg.Ack() // a late duplicate: the execution is over
+		return
+	}
+	entries, err := w.ckpts.List(ctx, task.ExecutionID)
+	if err != nil {
+		w.retryLater(msg, log, err)
+		return
+	}
+	loaded := make([]engine.Loaded, 0, len(entries))
+	for _, en := range entries {
+		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
+		if err != nil {
+			log.Error("unreadable checkpoint; the execution cannot replay", "key", en.Key, "error", err)
+			w.report(msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, Seq: task.Seq,
+				Outcome: messages.OutcomeFailed, Error: &messages.ErrorInfo{Type: "CorruptCheckpoint", Message: err.Error()}})
+			return
+		}
+		loaded = append(loaded, engine.Loaded{Checkpoint: cp, Revision: en.Revision})
+	}
+
+	inv := engine.NewInvocation(ctx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger}, loaded)
+	out := inv.Run(ctx, h, exec.Input)
+	ended := &messages.InvocationEnded{ExecutionID: task.ExecutionID, Seq: task.Seq}
+	switch out.Kind {
+	case engine.Aborted:
+		w.retryLater(msg, log, out.Cause)
+		return
+	case engine.Completed:
+		ended.Outcome, ended.Result = messages.OutcomeCompleted, out.Result
+	case engine.Failed:
+		ended.Outcome, ended.Error = messages.OutcomeFailed, out.Error
+		log.Info("execution failed", "error_type", out.Error.Type, "error", out.Error.Message)
+	case engine.Suspended:
+		ended.Outcome, ended.Timers = messages.OutcomeSuspended, out.Timers
+	}
+	w.report(msg, log, ended)
+}
+
+// report publishes how the invocation ended, then acks the task.
+func (w *Worker) report(msg jetstream.Msg, log *slog.Logger, ended *messages.InvocationEnded) {
+	ended.EndedAt = time.Now().UnixNano()
+	data := messages.MustEncode(ended)
+	if len(data) > messages.MaxEventSize {
+		// A result too large for one message fails the execution with a clear error.
+		ended.Outcome, ended.Result = messages.OutcomeFailed, nil
+		ended.Error = &messages.ErrorInfo{Type: "ResultTooLarge",
+			Message: fmt.Sprintf("the handler's result is %d bytes; the most an execution can return is %d", len(data), messages.MaxEventSize)}
+		data = messages.MustEncode(ended)
+	}
+	_, err := w.js.Publish(w.invCtx, messages.EventSubject(ended.ExecutionID, "end"), data,
+		jetstream.WithMsgID("end."+ended.ExecutionID+"."+strconv.FormatUint(ended.Seq, 10)))
+	if err != nil {
+		w.retryLater(msg, log, err)
+		return
+	}
+	_ = msg.Ack()
+}
+
+func (w *Worker) retryLater(msg jetstream.Msg, log *slog.Logger, err error) {
+	if w.invCtx.Err() != nil {
+		return // stopping: JetStream redelivers after AckWait
+	}
+	log.Warn("invocation could not finish; its task will run again", "error", err)
+	_ = msg.NakWithDelay(time.Second)
+}
+
+// heartbeat tells JetStream the task is still being worked on, every AckWait/3, until stopped.
+func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-w.invCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
