@@ -173,7 +173,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
 		batch, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchContext(fetchCtx))
 		if err != nil {
 			cancel()
@@ -397,3 +397,7 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
+// is also how long a consumer may stay deaf after one.
+const fetchExpiry = time.Second

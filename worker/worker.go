@@ -275,7 +275,7 @@ func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.
 				break more
 			}
 		}
-		fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
 		batch, err := cons.Fetch(n, jetstream.FetchContext(fetchCtx))
 		got := 0
 		if err == nil {
@@ -435,3 +435,7 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
+// is also how long a worker may stay deaf after one.
+const fetchExpiry = time.Second
