@@ -20,7 +20,9 @@ type blocker struct {
 	first   atomic.Bool
 }
 
-func newBlocker() *blocker { return &blocker{entered: make(chan struct{}), release: make(chan struct{})} }
+func newBlocker() *blocker {
+	return &blocker{entered: make(chan struct{}), release: make(chan struct{})}
+}
 
 // hold blocks the first caller until ctx ends (the worker running it is killed) or the test
 // releases it; later callers pass straight through.

@@ -1,0 +1,79 @@
+package tests
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/jetflow/jetflow/coordinator"
+	"github.com/jetflow/jetflow/durable"
+	"github.com/jetflow/jetflow/durabletest"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// Garbage on every jetflow subject is dropped (not redelivered forever), and executions beside
+// it finish.
+func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
+	env := durabletest.New(t)
+	durabletest.Register(env, "echo", func(ctx durable.Context, s string) (string, error) {
+		return durable.Step(ctx, "echo", func(durable.StepContext) (string, error) { return s, nil })
+	})
+	// Make sure the function's consumer exists before garbage reaches its subject.
+	got, err := durabletest.Run[string](env, "echo", "warm")
+	require.NoError(t, err)
+	require.Equal(t, "warm", got)
+
+	js, err := jetstream.New(env.Conn())
+	require.NoError(t, err)
+	ctx := context.Background()
+	future, _ := msgpack.Marshal(map[string]any{"v": messages.ProtocolVersion + 1, "k": uint8(messages.KindStartExecution)})
+	unknown, _ := msgpack.Marshal(map[string]any{"v": messages.ProtocolVersion, "k": 99})
+	wrongKind := messages.MustEncode(&messages.RunTask{ExecutionID: "x", Function: "echo", Seq: 1})
+	badStart := messages.MustEncode(&messages.StartExecution{ExecutionID: "bad id!", Function: "echo"})
+	orphanEnd := messages.MustEncode(&messages.InvocationEnded{ExecutionID: "nobody", Seq: 1, Outcome: messages.OutcomeCompleted})
+	orphanTask := messages.MustEncode(&messages.RunTask{ExecutionID: "nobody", Function: "echo", Seq: 1})
+	for _, m := range []struct {
+		subject string
+		data    []byte
+	}{
+		{messages.EventSubject("x", "start"), []byte("garbage")},
+		{messages.EventSubject("x", "start"), nil},
+		{messages.EventSubject("x", "start"), future},
+		{messages.EventSubject("x", "end"), unknown},
+		{messages.EventSubject("x", "end"), wrongKind},
+		{messages.EventSubject("x", "start"), badStart},
+		{messages.EventSubject("nobody", "end"), orphanEnd},
+		{messages.TaskSubject("echo", "x"), []byte{0xc1}},
+		{messages.TaskSubject("echo", "nobody"), orphanTask},
+		{messages.TimerSubject("x", "1"), []byte("not a timer")},
+	} {
+		_, err := js.Publish(ctx, m.subject, m.data)
+		require.NoError(t, err)
+	}
+
+	got, err = durabletest.Run[string](env, "echo", "after the garbage")
+	require.NoError(t, err)
+	require.Equal(t, "after the garbage", got)
+
+	// Every bad message was terminated: nothing is left pending on any consumer.
+	eventually(t, func() bool {
+		for _, c := range []struct{ stream, consumer string }{
+			{messages.EventStream, coordinator.EventConsumer},
+			{messages.TimerStream, coordinator.TimerConsumer},
+			{messages.TaskStream, messages.ConsumerName("echo")},
+		} {
+			cons, err := js.Consumer(ctx, c.stream, c.consumer)
+			if err != nil {
+				return false
+			}
+			info, err := cons.Info(ctx)
+			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return true
+	}, "the bad messages to be dropped")
+}
