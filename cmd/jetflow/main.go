@@ -1,0 +1,70 @@
+// Command jetflow is jetflow's command-line tool: run the demo, start executions, wait for their
+// results and describe them.
+//
+// Exit codes: 0 success; 1 error; 2 bad usage; 3 the execution failed; 4 timed out waiting.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetflow/jetflow/client"
+)
+
+// Exit codes scripts can rely on.
+const (
+	exitGeneric  = 1
+	exitUsage    = 2
+	exitFailed   = 3
+	exitTimedOut = 4
+)
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "jetflow",
+		Short:         "Durable parallel executions over NATS JetStream",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("nats", "", "NATS server URL (default $NATS_URL, else nats://127.0.0.1:4222)")
+	root.AddCommand(demoCmd(), startCmd(), resultCmd(), describeCmd())
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &exitError{exitUsage, err} })
+
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "jetflow:", err)
+	var ee *exitError
+	var failed *client.ExecutionError
+	switch {
+	case errors.As(err, &failed):
+		os.Exit(exitFailed)
+	case errors.Is(err, context.DeadlineExceeded):
+		os.Exit(exitTimedOut)
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	}
+	os.Exit(exitGeneric)
+}
+
+func usageArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.RangeArgs(1, n)(cmd, args); err != nil {
+			return &exitError{exitUsage, err}
+		}
+		return nil
+	}
+}
