@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDemoRunsEveryExample(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, runDemo(context.Background(), &out, t.TempDir(), 2, "error"))
+	s := out.String()
+	require.Contains(t, s, "a coordinator and 2 workers are running")
+	require.Contains(t, s, `"status": "shipped"`)
+	require.Contains(t, s, `WAIT    "await-pickup" SUCCEEDED`)
+	require.NotContains(t, s, "failed")
+}
+
+func TestParseJSONKeepsIntegers(t *testing.T) {
+	v, err := parseJSON([]byte(`{"n": 3, "f": 1.5, "l": [1, "x"]}`))
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"n": int64(3), "f": 1.5, "l": []any{int64(1), "x"}}, v)
+	_, err = parseJSON([]byte(`{} {}`))
+	require.Error(t, err)
+	_, err = parseJSON([]byte(`{bad`))
+	require.Error(t, err)
+}
