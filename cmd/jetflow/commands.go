@@ -217,4 +217,3 @@ func numbers(v any) any {
 	}
 	return v
 }
-

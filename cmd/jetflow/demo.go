@@ -136,4 +136,3 @@ func runDemo(ctx context.Context, out io.Writer, data string, workers int, level
 	}
 	return nil
 }
-
