@@ -20,8 +20,9 @@ import (
 
 // Consumer names on the event and timer streams.
 const (
-	EventConsumer = "coordinator"
-	TimerConsumer = "coordinator-timers"
+	EventConsumer  = "coordinator"
+	TimerConsumer  = "coordinator-timers"
+	BranchConsumer = "coordinator-branches"
 )
 
 // Config configures a Coordinator. The zero value is ready to use.
@@ -73,9 +74,11 @@ type Coordinator struct {
 	cfg Config
 	log *slog.Logger
 
-	js    jetstream.JetStream
-	execs *kvstore.Store
-	ckpts *kvstore.Store
+	js      jetstream.JetStream
+	execs   *kvstore.Store
+	ckpts   *kvstore.Store
+	batches *kvstore.Store
+	cache   *batchCache // owned by the branch loop
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -116,7 +119,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	if c.batches, err = kvstore.Open(ctx, js, messages.BatchBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	c.js = js
+	c.cache = newBatchCache()
 	events, err := js.CreateOrUpdateConsumer(ctx, messages.EventStream, jetstream.ConsumerConfig{
 		Durable: EventConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
 		MaxDeliver: -1, MaxAckPending: 4 * c.cfg.BatchSize,
@@ -132,11 +139,19 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: timer consumer: %w", err)
 	}
+	branches, err := js.CreateOrUpdateConsumer(ctx, messages.CheckpointStream, jetstream.ConsumerConfig{
+		Durable: BranchConsumer, FilterSubject: messages.BranchOutcomeFilter(), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: c.cfg.AckWait, MaxDeliver: -1, MaxAckPending: 16 * c.cfg.BatchSize,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	c.started = true
 	c.wg.Go(func() { c.consume(runCtx, events, c.handleEvent) })
 	c.wg.Go(func() { c.consume(runCtx, timers, c.handleTimer) })
+	c.wg.Go(func() { c.consumeBatches(runCtx, branches, c.handleOutcomes) })
 	c.wg.Go(func() { // Start's ctx bounds the coordinator's life too
 		select {
 		case <-ctx.Done():
@@ -300,12 +315,9 @@ func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message)
 func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error {
 	switch eff := eff.(type) {
 	case lifecycle.Dispatch:
-		data := messages.MustEncode(&messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, Seq: eff.Seq})
-		_, err := c.js.Publish(ctx, messages.TaskSubject(eff.Function, eff.ExecutionID), data,
-			jetstream.WithMsgID("run."+eff.ExecutionID+"."+strconv.FormatUint(eff.Seq, 10)))
-		if err != nil {
-			return fmt.Errorf("coordinator: dispatch %s #%d: %w", eff.ExecutionID, eff.Seq, err)
-		}
+		return c.dispatch(ctx, &messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, TaskID: eff.TaskID, Path: eff.Path})
+	case lifecycle.OpenBatch:
+		return c.openBatch(ctx, eff)
 	case lifecycle.ScheduleTimer:
 		data := messages.MustEncode(&messages.Timer{ExecutionID: eff.ExecutionID, Timer: eff.Timer})
 		_, err := c.js.Publish(ctx, messages.TimerSubject(eff.ExecutionID, eff.Timer.OpID), data,
@@ -320,6 +332,18 @@ func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error 
 	}
 	return nil
 }
+
+// dispatch publishes a task, deduplicated by its TaskID.
+func (c *Coordinator) dispatch(ctx context.Context, t *messages.RunTask) error {
+	_, err := c.js.Publish(ctx, messages.TaskSubject(t.Function, t.ExecutionID), messages.MustEncode(t),
+		jetstream.WithMsgID(taskMsgID(t)))
+	if err != nil {
+		return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
+	}
+	return nil
+}
+
+func taskMsgID(t *messages.RunTask) string { return "run." + t.ExecutionID + "." + t.TaskID }
 
 // markFired records in the timer's checkpoint that it is due: a Wait succeeds, a step's retry
 // may run. It does nothing if the checkpoint has moved on.

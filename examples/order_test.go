@@ -11,7 +11,7 @@ import (
 	"github.com/jetflow/jetflow/examples"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }
 
 func TestOrderWorkflow(t *testing.T) {
 	env := durabletest.New(t)

@@ -176,6 +176,13 @@ func (s *Store) Watch(ctx context.Context, key string, fn func(Entry) (done bool
 	}
 }
 
+// Unframe returns the value of a stored entry read straight from the bucket's stream (as a
+// consumer of "$KV.<bucket>.>" sees it), fetching it from the object store if it is large.
+func (s *Store) Unframe(ctx context.Context, key string, framed []byte) ([]byte, error) {
+	e, err := s.entry(ctx, key, framed, 0)
+	return e.Value, err
+}
+
 func (s *Store) frame(ctx context.Context, key string, value []byte) (framed []byte, blob string, err error) {
 	if len(value) <= s.limit {
 		framed = make([]byte, 1+len(value))

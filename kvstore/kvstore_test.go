@@ -11,13 +11,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/jetflow/jetflow/durabletest"
 	"github.com/jetflow/jetflow/internal/embedded"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }
 
 func openStore(t *testing.T) *kvstore.Store {
 	t.Helper()

@@ -22,6 +22,8 @@ const (
 	KindTimer           Kind = 5 // timer stream: a durable timer waiting to be due
 	KindExecution       Kind = 6 // record: an execution's state
 	KindCheckpoint      Kind = 7 // record: one operation's checkpoint
+	KindBatch           Kind = 8 // record: the coordinator's state of one Parallel or Map
+	KindAbandon         Kind = 9 // core NATS notice: abandon the running branches of a completed batch
 )
 
 func (k Kind) String() string {
@@ -40,6 +42,10 @@ func (k Kind) String() string {
 		return "Execution"
 	case KindCheckpoint:
 		return "Checkpoint"
+	case KindBatch:
+		return "Batch"
+	case KindAbandon:
+		return "Abandon"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -88,13 +94,25 @@ type StartExecution struct {
 	TraceParent string `msgpack:"tp,omitempty"`
 }
 
-// RunTask asks a worker to run, or replay, the handler of an execution. Seq numbers the
-// dispatches of one execution; it names the invocation in the InvocationEnded that answers it.
+// BranchRef names one branch: its Parallel (or Map) operation and its index there.
+type BranchRef struct {
+	OpID  string `msgpack:"op"`
+	Index int    `msgpack:"i"`
+}
+
+// RunTask asks a worker to run, or replay, the handler of an execution — or, when Path is set,
+// one branch: the worker replays the handler to Path[0]'s operation, runs branch Path[0].Index,
+// inside it replays to Path[1]'s operation, and so on. TaskID names the dispatch (its cause); the
+// InvocationEnded that answers carries it back.
 type RunTask struct {
 	Header
-	ExecutionID string `msgpack:"id"`
-	Function    string `msgpack:"fn"`
-	Seq         uint64 `msgpack:"sq"`
+	ExecutionID string      `msgpack:"id"`
+	Function    string      `msgpack:"fn"`
+	TaskID      string      `msgpack:"t"`
+	Path        []BranchRef `msgpack:"p,omitempty"`
+	// Fresh marks a branch's first dispatch: it has no checkpoints yet, so a worker that knows the
+	// branch list need not read anything before running it.
+	Fresh bool `msgpack:"fr,omitempty"`
 }
 
 // Outcome is how one invocation of a handler ended.
@@ -126,23 +144,107 @@ const (
 	TimerRetry TimerKind = 2 // a step's retry backoff: when due, the next attempt may run
 )
 
-// TimerRequest is a timer an invocation needs before it can go on.
+// TimerRequest is a timer an invocation needs before it can go on. Path is the branch that waits
+// (empty: the handler itself), which is what runs again when the timer is due.
 type TimerRequest struct {
-	OpID   string    `msgpack:"op"`
-	FireAt int64     `msgpack:"at"` // unix nanoseconds
-	Kind   TimerKind `msgpack:"tk"`
+	OpID   string      `msgpack:"op"`
+	FireAt int64       `msgpack:"at"` // unix nanoseconds
+	Kind   TimerKind   `msgpack:"tk"`
+	Path   []BranchRef `msgpack:"p,omitempty"`
 }
 
-// InvocationEnded reports how one invocation (RunTask Seq) ended.
+// BatchConfig is a Parallel's or Map's size, window and completion policy. Unset thresholds are
+// nil; MaxConcurrency 0 is unlimited.
+type BatchConfig struct {
+	N                          int      `msgpack:"n"`
+	MaxConcurrency             int      `msgpack:"mc,omitempty"`
+	MinSuccessful              *int     `msgpack:"ms,omitempty"`
+	ToleratedFailureCount      *int     `msgpack:"tc,omitempty"`
+	ToleratedFailurePercentage *float64 `msgpack:"tp,omitempty"`
+}
+
+// ParallelRequest asks the coordinator to run the branches of a Parallel or Map. Path is the
+// branch that called it (empty: the handler itself), which resumes when the batch completes.
+type ParallelRequest struct {
+	OpID   string      `msgpack:"op"`
+	Path   []BranchRef `msgpack:"p,omitempty"`
+	Config BatchConfig `msgpack:"c"`
+}
+
+// CompletionReason says why a batch completed.
+type CompletionReason uint8
+
+const (
+	ReasonAllCompleted             CompletionReason = 1
+	ReasonMinSuccessfulReached     CompletionReason = 2
+	ReasonFailureToleranceExceeded CompletionReason = 3
+)
+
+func (r CompletionReason) String() string {
+	switch r {
+	case ReasonAllCompleted:
+		return "ALL_COMPLETED"
+	case ReasonMinSuccessfulReached:
+		return "MIN_SUCCESSFUL_REACHED"
+	case ReasonFailureToleranceExceeded:
+		return "FAILURE_TOLERANCE_EXCEEDED"
+	}
+	return fmt.Sprintf("CompletionReason(%d)", uint8(r))
+}
+
+// BatchSummary is a completed batch as frozen by the coordinator: how many branches started
+// (indices 0..Started-1), which finished and which of those failed. Branch i's status is SUCCEEDED
+// if it is in Done and not in FailedBits, FAILED if in both, else STARTED (abandoned).
+type BatchSummary struct {
+	Reason     CompletionReason `msgpack:"rs"`
+	Started    int              `msgpack:"sn"`
+	Succeeded  int              `msgpack:"s"`
+	Failed     int              `msgpack:"f"`
+	Done       []byte           `msgpack:"d,omitempty"`  // bitmap, bit i = branch i finished
+	FailedBits []byte           `msgpack:"fb,omitempty"` // bitmap, bit i = branch i failed
+}
+
+// Batch is the coordinator's state of one Parallel or Map, stored in BatchBucket under
+// "<execution>.<op>". Per-branch state is two bits; results live in the branch checkpoints.
+type Batch struct {
+	Header
+	ExecutionID string           `msgpack:"id"`
+	Function    string           `msgpack:"fn"`
+	OpID        string           `msgpack:"op"`
+	Path        []BranchRef      `msgpack:"p,omitempty"`
+	Config      BatchConfig      `msgpack:"c"`
+	Next        int              `msgpack:"nx"` // branches dispatched: 0..Next-1
+	Succeeded   int              `msgpack:"s"`
+	Failed      int              `msgpack:"f"`
+	Done        []byte           `msgpack:"d,omitempty"`
+	FailedBits  []byte           `msgpack:"fb,omitempty"`
+	Completed   bool             `msgpack:"cp,omitempty"`
+	Reason      CompletionReason `msgpack:"rs,omitempty"`
+}
+
+// Abandon tells workers, over core NATS, that a batch completed: branches of it still running
+// are cancelled and their outcomes dropped. Best effort; see docs/DESIGN.md.
+type Abandon struct {
+	Header
+	ExecutionID string      `msgpack:"id"`
+	OpID        string      `msgpack:"op"`
+	Path        []BranchRef `msgpack:"p,omitempty"`
+}
+
+// InvocationEnded reports how one invocation (the RunTask TaskID, of the branch at Path or of the
+// handler) ended. A branch that finished reports through its checkpoint instead; a branch sends
+// this only when it suspends, or fails the whole execution (a non-determinism).
 type InvocationEnded struct {
 	Header
-	ExecutionID string         `msgpack:"id"`
-	Seq         uint64         `msgpack:"sq"`
-	Outcome     Outcome        `msgpack:"o"`
-	Result      []byte         `msgpack:"r,omitempty"`
-	Error       *ErrorInfo     `msgpack:"e,omitempty"`
-	Timers      []TimerRequest `msgpack:"ts,omitempty"`
-	EndedAt     int64          `msgpack:"at"`
+	ExecutionID string            `msgpack:"id"`
+	TaskID      string            `msgpack:"t"`
+	Path        []BranchRef       `msgpack:"p,omitempty"`
+	Outcome     Outcome           `msgpack:"o"`
+	Result      []byte            `msgpack:"r,omitempty"`
+	Error       *ErrorInfo        `msgpack:"e,omitempty"`
+	Timers      []TimerRequest    `msgpack:"ts,omitempty"`
+	Parallels   []ParallelRequest `msgpack:"ps,omitempty"`
+	EndedAt     int64             `msgpack:"at"`
 }
 
 // Timer waits in the timer stream until FireAt, then becomes a TimerFired event.
@@ -184,10 +286,10 @@ func (s ExecutionStatus) String() string {
 // Terminal reports whether the status is final.
 func (s ExecutionStatus) Terminal() bool { return s == ExecutionSucceeded || s == ExecutionFailed }
 
-// TimerState is a timer the coordinator scheduled, and the dispatch it caused once fired.
+// TimerState is a timer the coordinator scheduled, and whether it fired.
 type TimerState struct {
 	TimerRequest `msgpack:"tr"`
-	FiredSeq     uint64 `msgpack:"fs,omitempty"` // 0 while pending
+	Fired        bool `msgpack:"fd,omitempty"`
 }
 
 // Execution is an execution's state, owned by the coordinator and stored in ExecutionBucket. Its
@@ -200,7 +302,6 @@ type Execution struct {
 	Status    ExecutionStatus `msgpack:"st"`
 	Result    []byte          `msgpack:"r,omitempty"`
 	Error     *ErrorInfo      `msgpack:"e,omitempty"`
-	RunSeq    uint64          `msgpack:"sq"` // dispatches so far
 	Timers    []TimerState    `msgpack:"ts,omitempty"`
 	CreatedAt int64           `msgpack:"ca"`
 	EndedAt   int64           `msgpack:"ea,omitempty"`
@@ -213,6 +314,12 @@ const (
 	OpStep  OpKind = 1
 	OpWait  OpKind = 2
 	OpChild OpKind = 3
+	// OpParallel is a Parallel or Map; its checkpoint holds the config and, once complete, the
+	// BatchSummary.
+	OpParallel OpKind = 4
+	// OpBranch is one branch's outcome, stored under "<execution>.<op>.<index>": at once the
+	// branch's checkpoint and the event the coordinator counts.
+	OpBranch OpKind = 5
 )
 
 func (k OpKind) String() string {
@@ -223,6 +330,10 @@ func (k OpKind) String() string {
 		return "WAIT"
 	case OpChild:
 		return "CONTEXT"
+	case OpParallel:
+		return "PARALLEL"
+	case OpBranch:
+		return "BRANCH"
 	}
 	return fmt.Sprintf("OpKind(%d)", uint8(k))
 }
@@ -269,6 +380,11 @@ type Checkpoint struct {
 	Fired     bool       `msgpack:"fd,omitempty"` // the pending timer is due
 	StartedAt int64      `msgpack:"sa,omitempty"`
 	EndedAt   int64      `msgpack:"ea,omitempty"`
+	// Parallel and Map: the config at the start, the summary once complete.
+	Batch   *BatchConfig  `msgpack:"bc,omitempty"`
+	Summary *BatchSummary `msgpack:"bs,omitempty"`
+	IsMap   bool          `msgpack:"mp,omitempty"`
+	Flat    bool          `msgpack:"fl,omitempty"`
 }
 
 func (*StartExecution) kind() Kind  { return KindStartExecution }
@@ -278,6 +394,8 @@ func (*RunTask) kind() Kind         { return KindRunTask }
 func (*Timer) kind() Kind           { return KindTimer }
 func (*Execution) kind() Kind       { return KindExecution }
 func (*Checkpoint) kind() Kind      { return KindCheckpoint }
+func (*Batch) kind() Kind           { return KindBatch }
+func (*Abandon) kind() Kind         { return KindAbandon }
 
 // Encode stamps m with its kind and the protocol version and returns its msgpack encoding.
 func Encode(m Message) ([]byte, error) {
@@ -328,6 +446,10 @@ func Decode(data []byte) (Message, error) {
 		m = new(Execution)
 	case KindCheckpoint:
 		m = new(Checkpoint)
+	case KindBatch:
+		m = new(Batch)
+	case KindAbandon:
+		m = new(Abandon)
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownKind, uint8(h.Kind))
 	}

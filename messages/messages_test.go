@@ -18,16 +18,24 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func goldenCases() map[string]Message {
 	info := &ErrorInfo{Type: "StepError", Message: "card declined", Data: []byte{1, 2}}
 	return map[string]Message{
-		"start_execution":   &StartExecution{ExecutionID: "order-1", Function: "orders", Input: []byte{0xa3, 'a', 'b', 'c'}, RequestedAt: 1700000000000000000, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
-		"run_task":          &RunTask{ExecutionID: "order-1", Function: "orders", Seq: 3},
-		"invocation_ended":  &InvocationEnded{ExecutionID: "order-1", Seq: 2, Outcome: OutcomeSuspended, Timers: []TimerRequest{{OpID: "3", FireAt: 1700000000500000000, Kind: TimerWait}}, EndedAt: 1700000000100000000},
-		"invocation_failed": &InvocationEnded{ExecutionID: "order-1", Seq: 4, Outcome: OutcomeFailed, Error: info, EndedAt: 1700000000200000000},
-		"timer":             &Timer{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}},
-		"timer_fired":       &TimerFired{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}, FiredAt: 1700000001000100000},
-		"execution":         &Execution{ID: "order-1", Function: "orders", Input: []byte{0xc0}, Status: ExecutionFailed, Error: info, RunSeq: 4, Timers: []TimerState{{TimerRequest: TimerRequest{OpID: "3", FireAt: 5, Kind: TimerWait}, FiredSeq: 3}}, CreatedAt: 1, EndedAt: 2},
-		"checkpoint":        &Checkpoint{OpID: "2-1", OpKind: OpStep, Name: "charge", Status: OpPending, Error: info, Attempt: 2, FireAt: 1700000001000000000, StartedAt: 10, EndedAt: 11},
+		"start_execution":     &StartExecution{ExecutionID: "order-1", Function: "orders", Input: []byte{0xa3, 'a', 'b', 'c'}, RequestedAt: 1700000000000000000, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		"run_task":            &RunTask{ExecutionID: "order-1", Function: "orders", TaskID: "start"},
+		"branch_task":         &RunTask{ExecutionID: "order-1", Function: "orders", TaskID: "b.2.7", Fresh: true, Path: []BranchRef{{OpID: "1", Index: 3}, {OpID: "1-4-2", Index: 7}}},
+		"invocation_ended":    &InvocationEnded{ExecutionID: "order-1", TaskID: "t.3.1700000000500000000", Outcome: OutcomeSuspended, Timers: []TimerRequest{{OpID: "3", FireAt: 1700000000500000000, Kind: TimerWait}}, EndedAt: 1700000000100000000},
+		"invocation_failed":   &InvocationEnded{ExecutionID: "order-1", TaskID: "start", Outcome: OutcomeFailed, Error: info, EndedAt: 1700000000200000000},
+		"invocation_batch":    &InvocationEnded{ExecutionID: "order-1", TaskID: "b.1.3", Path: []BranchRef{{OpID: "1", Index: 3}}, Outcome: OutcomeSuspended, Parallels: []ParallelRequest{{OpID: "1-4-2", Path: []BranchRef{{OpID: "1", Index: 3}}, Config: BatchConfig{N: 10, MaxConcurrency: 2, MinSuccessful: ptr(3), ToleratedFailureCount: ptr(1), ToleratedFailurePercentage: ptr(12.5)}}}, EndedAt: 3},
+		"batch":               &Batch{ExecutionID: "order-1", Function: "orders", OpID: "2", Config: BatchConfig{N: 12, MaxConcurrency: 4}, Next: 9, Succeeded: 4, Failed: 1, Done: []byte{0x1f}, FailedBits: []byte{0x04}, Completed: true, Reason: ReasonFailureToleranceExceeded},
+		"abandon":             &Abandon{ExecutionID: "order-1", OpID: "2", Path: []BranchRef{{OpID: "1", Index: 0}}},
+		"parallel_checkpoint": &Checkpoint{OpID: "2", OpKind: OpParallel, Name: "fan-out", Status: OpSucceeded, Batch: &BatchConfig{N: 3}, IsMap: true, Flat: true, Summary: &BatchSummary{Reason: ReasonAllCompleted, Started: 3, Succeeded: 2, Failed: 1, Done: []byte{7}, FailedBits: []byte{2}}},
+		"branch_checkpoint":   &Checkpoint{OpID: "2.1", OpKind: OpBranch, Name: "map-item-1", Status: OpFailed, Error: &ErrorInfo{Type: "x.E", Message: "m", FromStep: true}},
+		"execution":           &Execution{ID: "order-1", Function: "orders", Input: []byte{0xc0}, Status: ExecutionFailed, Error: info, Timers: []TimerState{{TimerRequest: TimerRequest{OpID: "3", FireAt: 5, Kind: TimerWait, Path: []BranchRef{{OpID: "1", Index: 2}}}, Fired: true}}, CreatedAt: 1, EndedAt: 2},
+		"timer":               &Timer{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}},
+		"timer_fired":         &TimerFired{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}, FiredAt: 1700000001000100000},
+		"checkpoint":          &Checkpoint{OpID: "2-1", OpKind: OpStep, Name: "charge", Status: OpPending, Error: info, Attempt: 2, FireAt: 1700000001000000000, StartedAt: 10, EndedAt: 11},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func TestGolden(t *testing.T) {
 	for name, want := range goldenCases() {
@@ -50,7 +58,7 @@ func TestDecodeRejects(t *testing.T) {
 	future, _ := msgpack.Marshal(map[string]any{"v": ProtocolVersion + 1, "k": uint8(KindRunTask)})
 	unknown, _ := msgpack.Marshal(map[string]any{"v": ProtocolVersion, "k": 200})
 	noVersion, _ := msgpack.Marshal(map[string]any{"k": uint8(KindRunTask)})
-	badField, _ := msgpack.Marshal(map[string]any{"v": ProtocolVersion, "k": uint8(KindRunTask), "sq": "not a number"})
+	badField, _ := msgpack.Marshal(map[string]any{"v": ProtocolVersion, "k": uint8(KindRunTask), "fr": "not a bool"})
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -72,12 +80,12 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestDecodeAsWrongKind(t *testing.T) {
-	data := MustEncode(&RunTask{ExecutionID: "x", Function: "f", Seq: 1})
+	data := MustEncode(&RunTask{ExecutionID: "x", Function: "f", TaskID: "start"})
 	_, err := DecodeAs[*Execution](data)
 	require.ErrorIs(t, err, ErrWrongKind)
 	task, err := DecodeAs[*RunTask](data)
 	require.NoError(t, err)
-	require.Equal(t, uint64(1), task.Seq)
+	require.Equal(t, "start", task.TaskID)
 }
 
 func TestValidateNames(t *testing.T) {

@@ -3,6 +3,7 @@ package messages
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 )
 
 // Stream, bucket and subject names. They are part of the protocol: changing one strands the
@@ -19,6 +20,8 @@ const (
 	ExecutionBucket = "jetflow-executions"
 	// CheckpointBucket is the KV bucket of Checkpoint records, keyed "<execution>.<operation>".
 	CheckpointBucket = "jetflow-checkpoints"
+	// BatchBucket is the KV bucket of the coordinator's Batch records, keyed "<execution>.<op>".
+	BatchBucket = "jetflow-batches"
 
 	subjectRoot = "jetflow"
 )
@@ -47,6 +50,24 @@ func EventSubject(executionID, kind string) string {
 func TimerSubject(executionID, opID string) string {
 	return subjectRoot + ".timer." + executionID + "." + opID
 }
+
+// BranchKey is the key of a branch's outcome: three tokens, where every other checkpoint key
+// has two, so a consumer can select branch outcomes alone (BranchOutcomeFilter).
+func BranchKey(executionID, opID string, index int) string {
+	return executionID + "." + opID + "." + strconv.Itoa(index)
+}
+
+// BranchOutcomeFilter matches the KV stream subjects of branch outcomes, and nothing else.
+func BranchOutcomeFilter() string { return "$KV." + CheckpointBucket + ".*.*.*" }
+
+// CheckpointStream is the stream behind CheckpointBucket.
+const CheckpointStream = "KV_" + CheckpointBucket
+
+// AbandonSubject is the core NATS subject of Abandon notices for one execution.
+func AbandonSubject(executionID string) string { return subjectRoot + ".abandon." + executionID }
+
+// AbandonSubjects matches every Abandon notice.
+const AbandonSubjects = subjectRoot + ".abandon.>"
 
 // CheckpointKey is the key of one operation's checkpoint.
 func CheckpointKey(executionID, opID string) string { return executionID + "." + opID }

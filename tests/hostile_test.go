@@ -31,10 +31,10 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 	ctx := context.Background()
 	future, _ := msgpack.Marshal(map[string]any{"v": messages.ProtocolVersion + 1, "k": uint8(messages.KindStartExecution)})
 	unknown, _ := msgpack.Marshal(map[string]any{"v": messages.ProtocolVersion, "k": 99})
-	wrongKind := messages.MustEncode(&messages.RunTask{ExecutionID: "x", Function: "echo", Seq: 1})
+	wrongKind := messages.MustEncode(&messages.RunTask{ExecutionID: "x", Function: "echo", TaskID: "start"})
 	badStart := messages.MustEncode(&messages.StartExecution{ExecutionID: "bad id!", Function: "echo"})
-	orphanEnd := messages.MustEncode(&messages.InvocationEnded{ExecutionID: "nobody", Seq: 1, Outcome: messages.OutcomeCompleted})
-	orphanTask := messages.MustEncode(&messages.RunTask{ExecutionID: "nobody", Function: "echo", Seq: 1})
+	orphanEnd := messages.MustEncode(&messages.InvocationEnded{ExecutionID: "nobody", TaskID: "start", Outcome: messages.OutcomeCompleted})
+	orphanTask := messages.MustEncode(&messages.RunTask{ExecutionID: "nobody", Function: "echo", TaskID: "start"})
 	for _, m := range []struct {
 		subject string
 		data    []byte

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -32,6 +31,9 @@ type Config struct {
 	// Logger receives the worker's logs and is the base of handlers' loggers. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// BranchCacheSize is how many batches' branch lists the worker keeps, so that their branches
+	// run without replaying the handler. Default 1024.
+	BranchCacheSize int
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -48,6 +50,11 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("worker: Config.AckWait must be at least 300ms, got %s", cfg.AckWait)
 	case cfg.Replicas < 0 || cfg.Replicas > 5:
 		return cfg, fmt.Errorf("worker: Config.Replicas must be 0 to 5, got %d", cfg.Replicas)
+	case cfg.BranchCacheSize < 0:
+		return cfg, fmt.Errorf("worker: Config.BranchCacheSize must not be negative, got %d", cfg.BranchCacheSize)
+	}
+	if cfg.BranchCacheSize == 0 {
+		cfg.BranchCacheSize = 1024
 	}
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = 256
@@ -73,19 +80,23 @@ type Worker struct {
 	log *slog.Logger
 	sem chan struct{}
 
-	mu       sync.Mutex
-	handlers map[string]engine.Handler
-	running  map[string]bool // functions whose consumer loop runs
-	js       jetstream.JetStream
-	execs    *kvstore.Store
-	ckpts    *kvstore.Store
-	runCtx   context.Context // ends on Stop: no more fetching
-	stopLoop context.CancelFunc
-	invCtx   context.Context // ends when Stop gives up waiting: in-flight invocations abort
-	abortInv context.CancelFunc
-	loops    sync.WaitGroup
-	inflight sync.WaitGroup
-	started  bool
+	mu        sync.Mutex
+	handlers  map[string]engine.Handler
+	consuming map[string]bool // functions whose consumer loop runs
+	js        jetstream.JetStream
+	execs     *kvstore.Store
+	ckpts     *kvstore.Store
+	runCtx    context.Context // ends on Stop: no more fetching
+	stopLoop  context.CancelFunc
+	invCtx    context.Context // ends when Stop gives up waiting: in-flight invocations abort
+	abortInv  context.CancelFunc
+	loops     sync.WaitGroup
+	inflight  sync.WaitGroup
+	started   bool
+	abandons  *nats.Subscription
+
+	cache   *branchCache
+	running *runningSet
 }
 
 // New validates cfg (nil: defaults) and returns a Worker that is not yet running.
@@ -98,7 +109,8 @@ func New(nc *nats.Conn, cfg *Config) (*Worker, error) {
 		return nil, err
 	}
 	return &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
-		handlers: map[string]engine.Handler{}, running: map[string]bool{}}, nil
+		handlers: map[string]engine.Handler{}, consuming: map[string]bool{},
+		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet()}, nil
 }
 
 // Register makes h the handler of function on w. The input arrives as msgpack and is decoded into
@@ -187,6 +199,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.js = js
+	if w.abandons, err = w.nc.Subscribe(messages.AbandonSubjects, w.onAbandon); err != nil {
+		return fmt.Errorf("worker: subscribe to abandon notices: %w", err)
+	}
 	base := context.WithoutCancel(ctx)
 	w.runCtx, w.stopLoop = context.WithCancel(base)
 	w.invCtx, w.abortInv = context.WithCancel(base)
@@ -213,7 +228,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // startFunction creates (or binds to) the function's shared consumer and starts its fetch loop.
 // Called with w.mu held.
 func (w *Worker) startFunction(ctx context.Context, function string) error {
-	if w.running[function] {
+	if w.consuming[function] {
 		return nil
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, messages.TaskStream, jetstream.ConsumerConfig{
@@ -227,7 +242,7 @@ func (w *Worker) startFunction(ctx context.Context, function string) error {
 	if err != nil {
 		return fmt.Errorf("worker: consumer for %s: %w", function, err)
 	}
-	w.running[function] = true
+	w.consuming[function] = true
 	runCtx := w.runCtx
 	w.loops.Go(func() { w.fetchLoop(runCtx, function, cons) })
 	return nil
@@ -243,6 +258,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 		return nil
 	}
 	stop()
+	w.mu.Lock()
+	if w.abandons != nil {
+		_ = w.abandons.Unsubscribe()
+	}
+	w.mu.Unlock()
 	done := make(chan struct{})
 	go func() { w.loops.Wait(); w.inflight.Wait(); close(done) }()
 	select {
@@ -303,7 +323,6 @@ func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.
 }
 
 func (w *Worker) handle(msg jetstream.Msg) {
-	ctx := w.invCtx
 	task, err := messages.DecodeAs[*messages.RunTask](msg.Data())
 	if err != nil {
 		w.log.Warn("dropping a malformed task", "subject", msg.Subject(), "error", err)
@@ -318,54 +337,79 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	log := w.log.With("execution", task.ExecutionID, "function", task.Function, "seq", task.Seq)
-
+	log := w.log.With("execution", task.ExecutionID, "function", task.Function, "task", task.TaskID)
 	stopBeat := w.heartbeat(msg)
 	defer stopBeat()
 
-	e, err := w.execs.Get(ctx, task.ExecutionID)
-	if errors.Is(err, kvstore.ErrNotFound) {
-		log.Warn("dropping a task for an execution that does not exist")
-		_ = msg.Term()
-		return
-	}
-	if err != nil {
-		w.retryLater(msg, log, err)
-		return
-	}
-	exec, err := messages.DecodeAs[*messages.Execution](e.Value)
-	if err != nil {
-		log.Error("dropping a task: unreadable execution record", "error", err)
-		_ = msg.Term()
-		return
-	}
-	if exec.Status.Terminal() {
-		_ = msg.Ack() // a late duplicate: the execution is over
-		return
-	}
-	entries, err := w.ckpts.List(ctx, task.ExecutionID)
-	if err != nil {
-		w.retryLater(msg, log, err)
-		return
-	}
-	loaded := make([]engine.Loaded, 0, len(entries))
-	for _, en := range entries {
-		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
-		if err != nil {
-			log.Error("unreadable checkpoint; the execution cannot replay", "key", en.Key, "error", err)
-			w.report(msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, Seq: task.Seq,
-				Outcome: messages.OutcomeFailed, Error: &messages.ErrorInfo{Type: "CorruptCheckpoint", Message: err.Error()}})
+	// A branch of a batch this worker has replayed to runs straight from the cached branch list.
+	var cached *engine.CachedBatch
+	if n := len(task.Path); n > 0 {
+		b, abandoned := w.cache.lookup(engine.BatchKey(task.ExecutionID, task.Path[n-1].OpID))
+		if abandoned {
+			_ = msg.Ack()
 			return
 		}
-		loaded = append(loaded, engine.Loaded{Checkpoint: cp, Revision: en.Revision})
+		cached = b
+	}
+	var input []byte
+	if cached == nil {
+		e, err := w.execs.Get(w.invCtx, task.ExecutionID)
+		if errors.Is(err, kvstore.ErrNotFound) {
+			log.Warn("dropping a task for an execution that does not exist")
+			_ = msg.Term()
+			return
+		}
+		if err != nil {
+			w.retryLater(msg, log, err)
+			return
+		}
+		exec, err := messages.DecodeAs[*messages.Execution](e.Value)
+		if err != nil {
+			log.Error("dropping a task: unreadable execution record", "error", err)
+			_ = msg.Term()
+			return
+		}
+		if exec.Status.Terminal() {
+			_ = msg.Ack() // a late duplicate: the execution is over
+			return
+		}
+		input = exec.Input
+	}
+	var loaded []engine.Loaded
+	if cached == nil || !task.Fresh || redelivered(msg) {
+		// A branch's first run on a worker that knows its batch reads nothing: it has no
+		// checkpoints yet. Everything else replays over what is stored.
+		if loaded, err = w.load(task.ExecutionID); err != nil {
+			var corrupt *corruptError
+			if errors.As(err, &corrupt) {
+				w.report(msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path,
+					Outcome: messages.OutcomeFailed, Error: &messages.ErrorInfo{Type: "CorruptCheckpoint", Message: err.Error()}})
+				return
+			}
+			w.retryLater(msg, log, err)
+			return
+		}
 	}
 
-	inv := engine.NewInvocation(ctx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger}, loaded)
-	out := inv.Run(ctx, h, exec.Input)
-	ended := &messages.InvocationEnded{ExecutionID: task.ExecutionID, Seq: task.Seq}
+	runCtx, cancel := context.WithCancel(w.invCtx)
+	defer cancel()
+	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
+	defer unregister()
+	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
+		Path: task.Path, Cache: w.cache}, loaded)
+	var out engine.Outcome
+	if cached != nil {
+		out = inv.RunCached(runCtx, cached)
+	} else {
+		out = inv.Run(runCtx, h, input)
+	}
+	ended := &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path}
 	switch out.Kind {
 	case engine.Aborted:
 		w.retryLater(msg, log, out.Cause)
+		return
+	case engine.BranchDone, engine.Abandoned:
+		_ = msg.Ack()
 		return
 	case engine.Completed:
 		ended.Outcome, ended.Result = messages.OutcomeCompleted, out.Result
@@ -373,9 +417,49 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		ended.Outcome, ended.Error = messages.OutcomeFailed, out.Error
 		log.Info("execution failed", "error_type", out.Error.Type, "error", out.Error.Message)
 	case engine.Suspended:
-		ended.Outcome, ended.Timers = messages.OutcomeSuspended, out.Timers
+		ended.Outcome, ended.Timers, ended.Parallels = messages.OutcomeSuspended, out.Timers, out.Parallels
 	}
 	w.report(msg, log, ended)
+}
+
+// redelivered reports whether JetStream delivered msg before (to this worker or another).
+func redelivered(msg jetstream.Msg) bool {
+	md, err := msg.Metadata()
+	return err != nil || md.NumDelivered > 1
+}
+
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return e.err.Error() }
+func (e *corruptError) Unwrap() error { return e.err }
+
+// load reads every checkpoint of an execution.
+func (w *Worker) load(executionID string) ([]engine.Loaded, error) {
+	entries, err := w.ckpts.List(w.invCtx, executionID)
+	if err != nil {
+		return nil, err
+	}
+	loaded := make([]engine.Loaded, 0, len(entries))
+	for _, en := range entries {
+		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
+		if err != nil {
+			return nil, &corruptError{fmt.Errorf("unreadable checkpoint %s: %w", en.Key, err)}
+		}
+		loaded = append(loaded, engine.Loaded{Checkpoint: cp, Revision: en.Revision})
+	}
+	return loaded, nil
+}
+
+// onAbandon handles a batch-complete notice: the batch's running branches here are cancelled,
+// and its tasks still to come are dropped.
+func (w *Worker) onAbandon(m *nats.Msg) {
+	a, err := messages.DecodeAs[*messages.Abandon](m.Data)
+	if err != nil {
+		w.log.Warn("dropping a malformed abandon notice", "subject", m.Subject, "error", err)
+		return
+	}
+	w.cache.abandon(engine.BatchKey(a.ExecutionID, a.OpID))
+	w.running.cancelBranchesOf(a.ExecutionID, a.OpID)
 }
 
 // report publishes how the invocation ended, then acks the task.
@@ -390,7 +474,7 @@ func (w *Worker) report(msg jetstream.Msg, log *slog.Logger, ended *messages.Inv
 		data = messages.MustEncode(ended)
 	}
 	_, err := w.js.Publish(w.invCtx, messages.EventSubject(ended.ExecutionID, "end"), data,
-		jetstream.WithMsgID("end."+ended.ExecutionID+"."+strconv.FormatUint(ended.Seq, 10)))
+		jetstream.WithMsgID("end."+ended.ExecutionID+"."+ended.TaskID))
 	if err != nil {
 		w.retryLater(msg, log, err)
 		return

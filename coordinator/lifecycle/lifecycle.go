@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/jetflow/jetflow/messages"
 )
@@ -11,11 +12,13 @@ import (
 // Effect is something the shell must do after storing the new state.
 type Effect interface{ isEffect() }
 
-// Dispatch asks a worker to run (or replay) the execution's handler as invocation Seq.
+// Dispatch asks a worker to run (or replay) the handler — or, with a Path, one branch. TaskID
+// names the cause, so a repeated Dispatch is deduplicated.
 type Dispatch struct {
 	ExecutionID string
 	Function    string
-	Seq         uint64
+	TaskID      string
+	Path        []messages.BranchRef
 }
 
 // ScheduleTimer puts a durable timer in the timer stream.
@@ -25,19 +28,35 @@ type ScheduleTimer struct {
 }
 
 // FireTimer marks the timer's operation as due in its checkpoint: a Wait succeeds, a step's
-// retry may run. It always comes before the Dispatch that replays the handler.
+// retry may run. It always comes before the Dispatch that replays the waiting code.
 type FireTimer struct {
 	ExecutionID string
 	Timer       messages.TimerRequest
 }
 
+// OpenBatch starts the branches of a Parallel or Map, unless they were started already.
+type OpenBatch struct {
+	ExecutionID string
+	Function    string
+	Request     messages.ParallelRequest
+}
+
 func (Dispatch) isEffect()      {}
 func (ScheduleTimer) isEffect() {}
 func (FireTimer) isEffect()     {}
+func (OpenBatch) isEffect()     {}
 
 // ErrUnknownExecution is an event about an execution that has no state: not a start, and no
 // start seen. The shell drops it with a log line.
 var ErrUnknownExecution = errors.New("lifecycle: event for an unknown execution")
+
+// StartTaskID is the TaskID of an execution's first invocation.
+const StartTaskID = "start"
+
+// TimerTaskID is the TaskID of the invocation a fired timer causes.
+func TimerTaskID(t messages.TimerRequest) string {
+	return "t." + t.OpID + "." + strconv.FormatInt(t.FireAt, 10)
+}
 
 // Decide folds ev into state (nil: no state yet). It returns the next state, nil when the state
 // does not change, and the effects to carry out. state is not modified.
@@ -61,18 +80,18 @@ func Decide(state *messages.Execution, ev messages.Message) (*messages.Execution
 
 func start(state *messages.Execution, ev *messages.StartExecution) (*messages.Execution, []Effect, error) {
 	if state != nil {
-		// A duplicate start (same execution name). Re-dispatch the first invocation only while
-		// nothing else happened, in case the first attempt's dispatch was lost in a crash.
-		if state.Status == messages.ExecutionRunning && state.RunSeq == 1 {
-			return nil, []Effect{Dispatch{ExecutionID: state.ID, Function: state.Function, Seq: 1}}, nil
+		// A duplicate start (same execution name). While the execution runs, dispatch its first
+		// invocation again, in case a crash lost it: deduplicated, or at worst a harmless replay.
+		if state.Status == messages.ExecutionRunning {
+			return nil, []Effect{Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: StartTaskID}}, nil
 		}
 		return nil, nil, nil
 	}
 	next := &messages.Execution{
 		ID: ev.ExecutionID, Function: ev.Function, Input: ev.Input,
-		Status: messages.ExecutionRunning, RunSeq: 1, CreatedAt: ev.RequestedAt,
+		Status: messages.ExecutionRunning, CreatedAt: ev.RequestedAt,
 	}
-	return next, []Effect{Dispatch{ExecutionID: next.ID, Function: next.Function, Seq: 1}}, nil
+	return next, []Effect{Dispatch{ExecutionID: next.ID, Function: next.Function, TaskID: StartTaskID}}, nil
 }
 
 func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.Execution, []Effect, error) {
@@ -81,6 +100,9 @@ func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.E
 	}
 	switch ev.Outcome {
 	case messages.OutcomeCompleted, messages.OutcomeFailed:
+		if ev.Outcome == messages.OutcomeCompleted && len(ev.Path) > 0 {
+			return nil, nil, nil // a branch's completion is counted from its checkpoint, not here
+		}
 		next := clone(state)
 		next.Status = messages.ExecutionSucceeded
 		next.Result = ev.Result
@@ -97,8 +119,8 @@ func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.E
 		var effects []Effect
 		for _, t := range ev.Timers {
 			i := findTimer(state.Timers, t)
-			if i >= 0 && state.Timers[i].FiredSeq != 0 {
-				continue // fired already; a later invocation handles what follows
+			if i >= 0 && state.Timers[i].Fired {
+				continue // fired already; the invocation it caused handles what follows
 			}
 			if i < 0 {
 				if next == nil {
@@ -107,6 +129,9 @@ func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.E
 				next.Timers = append(next.Timers, messages.TimerState{TimerRequest: t})
 			}
 			effects = append(effects, ScheduleTimer{ExecutionID: state.ID, Timer: t})
+		}
+		for _, p := range ev.Parallels {
+			effects = append(effects, OpenBatch{ExecutionID: state.ID, Function: state.Function, Request: p})
 		}
 		return next, effects, nil
 	}
@@ -117,18 +142,21 @@ func fired(state *messages.Execution, ev *messages.TimerFired) (*messages.Execut
 	if state.Status.Terminal() {
 		return nil, nil, nil
 	}
-	fire := FireTimer{ExecutionID: state.ID, Timer: ev.Timer}
-	if i := findTimer(state.Timers, ev.Timer); i >= 0 && state.Timers[i].FiredSeq != 0 {
-		return nil, []Effect{fire, Dispatch{ExecutionID: state.ID, Function: state.Function, Seq: state.Timers[i].FiredSeq}}, nil
+	effects := []Effect{
+		FireTimer{ExecutionID: state.ID, Timer: ev.Timer},
+		Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: TimerTaskID(ev.Timer), Path: ev.Timer.Path},
+	}
+	i := findTimer(state.Timers, ev.Timer)
+	if i >= 0 && state.Timers[i].Fired {
+		return nil, effects, nil
 	}
 	next := clone(state)
-	next.RunSeq++
-	if i := findTimer(next.Timers, ev.Timer); i >= 0 {
-		next.Timers[i].FiredSeq = next.RunSeq
+	if i >= 0 {
+		next.Timers[i].Fired = true
 	} else {
-		next.Timers = append(next.Timers, messages.TimerState{TimerRequest: ev.Timer, FiredSeq: next.RunSeq})
+		next.Timers = append(next.Timers, messages.TimerState{TimerRequest: ev.Timer, Fired: true})
 	}
-	return next, []Effect{fire, Dispatch{ExecutionID: state.ID, Function: state.Function, Seq: next.RunSeq}}, nil
+	return next, effects, nil
 }
 
 func findTimer(ts []messages.TimerState, t messages.TimerRequest) int {

@@ -11,21 +11,22 @@ import (
 
 const exec = "e1"
 
-func running(seq uint64, timers ...messages.TimerState) *messages.Execution {
+func running(timers ...messages.TimerState) *messages.Execution {
 	return &messages.Execution{ID: exec, Function: "fn", Input: []byte{1}, Status: messages.ExecutionRunning,
-		RunSeq: seq, CreatedAt: 10, Timers: timers}
+		CreatedAt: 10, Timers: timers}
 }
 
 var (
 	waitT  = messages.TimerRequest{OpID: "2", FireAt: 500, Kind: messages.TimerWait}
-	retryT = messages.TimerRequest{OpID: "3", FireAt: 900, Kind: messages.TimerRetry}
+	retryT = messages.TimerRequest{OpID: "3", FireAt: 900, Kind: messages.TimerRetry, Path: []messages.BranchRef{{OpID: "1", Index: 4}}}
+	par    = messages.ParallelRequest{OpID: "2", Config: messages.BatchConfig{N: 3, MaxConcurrency: 1}}
 	errBad = &messages.ErrorInfo{Type: "errors.errorString", Message: "bad"}
 )
 
 func TestDecide(t *testing.T) {
-	succeeded := running(1)
+	succeeded := running()
 	succeeded.Status, succeeded.Result, succeeded.EndedAt = messages.ExecutionSucceeded, []byte{7}, 99
-	failed := running(1)
+	failed := running()
 	failed.Status, failed.Error, failed.EndedAt = messages.ExecutionFailed, errBad, 99
 
 	for _, tc := range []struct {
@@ -39,19 +40,14 @@ func TestDecide(t *testing.T) {
 		{
 			name:    "start creates and dispatches the first invocation",
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10},
-			next:    running(1),
-			effects: []Effect{Dispatch{exec, "fn", 1}},
+			next:    running(),
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil}},
 		},
 		{
-			name:    "duplicate start before anything happened re-dispatches the same invocation",
-			state:   running(1),
+			name:    "duplicate start of a running execution re-dispatches its first invocation",
+			state:   running(),
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{2}},
-			effects: []Effect{Dispatch{exec, "fn", 1}},
-		},
-		{
-			name:  "duplicate start of a later execution does nothing",
-			state: running(2),
-			event: &messages.StartExecution{ExecutionID: exec, Function: "fn"},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil}},
 		},
 		{
 			name:  "duplicate start of a finished execution does nothing",
@@ -60,51 +56,75 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "completion succeeds the execution",
-			state: running(1),
-			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeCompleted, Result: []byte{7}, EndedAt: 99},
+			state: running(),
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeCompleted, Result: []byte{7}, EndedAt: 99},
 			next:  succeeded,
 		},
 		{
 			name:  "failure fails the execution with the handler's error",
-			state: running(1),
-			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeFailed, Error: errBad, EndedAt: 99},
+			state: running(),
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeFailed, Error: errBad, EndedAt: 99},
 			next:  failed,
 		},
 		{
 			name:  "a finished execution never changes",
 			state: succeeded,
-			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeFailed, Error: errBad},
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeFailed, Error: errBad},
 		},
 		{
 			name:    "suspension schedules its timers",
-			state:   running(1),
-			event:   &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT, retryT}},
-			next:    running(1, messages.TimerState{TimerRequest: waitT}, messages.TimerState{TimerRequest: retryT}),
+			state:   running(),
+			event:   &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT, retryT}},
+			next:    running(messages.TimerState{TimerRequest: waitT}, messages.TimerState{TimerRequest: retryT}),
 			effects: []Effect{ScheduleTimer{exec, waitT}, ScheduleTimer{exec, retryT}},
 		},
 		{
 			name:    "suspension on a pending timer schedules it again (deduplicated downstream)",
-			state:   running(1, messages.TimerState{TimerRequest: waitT}),
-			event:   &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
+			state:   running(messages.TimerState{TimerRequest: waitT}),
+			event:   &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
 			effects: []Effect{ScheduleTimer{exec, waitT}},
 		},
 		{
+			name:    "a suspension on a parallel opens its batch",
+			state:   running(),
+			event:   &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended, Parallels: []messages.ParallelRequest{par}},
+			effects: []Effect{OpenBatch{exec, "fn", par}},
+		},
+		{
+			name:  "a branch's completion is not the execution's",
+			state: running(),
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "b", Path: retryT.Path, Outcome: messages.OutcomeCompleted, Result: []byte{1}},
+		},
+		{
+			name:  "a branch's fatal failure fails the execution",
+			state: running(),
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "b", Path: retryT.Path, Outcome: messages.OutcomeFailed, Error: errBad, EndedAt: 99},
+			next:  failed,
+		},
+		{
+			name:    "a branch's timer replays the branch",
+			state:   running(messages.TimerState{TimerRequest: retryT}),
+			event:   &messages.TimerFired{ExecutionID: exec, Timer: retryT},
+			next:    running(messages.TimerState{TimerRequest: retryT, Fired: true}),
+			effects: []Effect{FireTimer{exec, retryT}, Dispatch{exec, "fn", TimerTaskID(retryT), retryT.Path}},
+		},
+		{
 			name:  "a stale suspension on a fired timer does nothing",
-			state: running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
-			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
+			state: running(messages.TimerState{TimerRequest: waitT, Fired: true}),
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended, Timers: []messages.TimerRequest{waitT}},
 		},
 		{
 			name:    "a due timer marks its operation and dispatches a replay",
-			state:   running(1, messages.TimerState{TimerRequest: waitT}),
+			state:   running(messages.TimerState{TimerRequest: waitT}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
-			next:    running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", 2}},
+			next:    running(messages.TimerState{TimerRequest: waitT, Fired: true}),
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil}},
 		},
 		{
 			name:    "a timer fired twice repeats the same effects",
-			state:   running(2, messages.TimerState{TimerRequest: waitT, FiredSeq: 2}),
+			state:   running(messages.TimerState{TimerRequest: waitT, Fired: true}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", 2}},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil}},
 		},
 		{
 			name:  "a timer of a finished execution does nothing",
@@ -113,7 +133,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "an ending for an unknown execution is an error",
-			event: &messages.InvocationEnded{ExecutionID: exec, Seq: 1, Outcome: messages.OutcomeCompleted},
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeCompleted},
 			err:   ErrUnknownExecution,
 		},
 		{
@@ -136,7 +156,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideRejectsNonEvents(t *testing.T) {
-	_, _, err := Decide(running(1), &messages.RunTask{})
+	_, _, err := Decide(running(), &messages.RunTask{})
 	require.Error(t, err)
 }
 
@@ -151,7 +171,7 @@ func TestDecideIsIdempotent(t *testing.T) {
 			rapid.Just[messages.Message](&messages.StartExecution{ExecutionID: exec, Function: "fn"}),
 			rapid.Custom(func(t *rapid.T) messages.Message {
 				o := rapid.SampledFrom([]messages.Outcome{messages.OutcomeCompleted, messages.OutcomeFailed, messages.OutcomeSuspended}).Draw(t, "outcome")
-				ev := &messages.InvocationEnded{ExecutionID: exec, Seq: rapid.Uint64Range(1, 5).Draw(t, "seq"), Outcome: o}
+				ev := &messages.InvocationEnded{ExecutionID: exec, TaskID: "x", Outcome: o}
 				if o == messages.OutcomeSuspended {
 					ev.Timers = genTimers.Draw(t, "timers")
 				}
@@ -175,17 +195,12 @@ func TestDecideIsIdempotent(t *testing.T) {
 				require.Empty(t, effects)
 			}
 			if next != nil {
-				if state != nil {
-					require.GreaterOrEqual(t, next.RunSeq, state.RunSeq, "RunSeq went back")
-				}
 				state = next
 			}
 			again, effects2, err := Decide(state, ev)
 			require.NoError(t, err)
 			require.Nil(t, again, "applying %T twice changed the state again", ev)
-			if _, isStart := ev.(*messages.StartExecution); !isStart || state.RunSeq == 1 {
-				require.Equal(t, effects, effects2, "applying %T twice gave other effects", ev)
-			}
+			require.Equal(t, effects, effects2, "applying %T twice gave other effects", ev)
 		}
 	})
 }

@@ -13,7 +13,7 @@ func (c *Context) RunChild(name string, fn func(*Context) ([]byte, error)) ([]by
 	inv := c.inv
 	inv.stopped()
 	op := c.nextOp()
-	r, err := inv.visit(op, messages.OpChild, name)
+	r, err := inv.visit(c, op, messages.OpChild, name)
 	if err != nil {
 		return nil, err
 	}
@@ -24,12 +24,11 @@ func (c *Context) RunChild(name string, fn func(*Context) ([]byte, error)) ([]by
 	for !r.cp.Status.Terminal() {
 		child := newContext(c.Context, inv, op+"-")
 		child.logger = c.logger
+		child.depth = c.depth
 		out, err := fn(child)
 		child.cancel()
 		inv.stopped() // a non-determinism inside, or a stop, is not the child's outcome
-		if inv.ctx.Err() != nil {
-			inv.fail(fmt.Errorf("engine: child %s: worker stopped: %w", op, inv.ctx.Err()))
-		}
+		inv.interrupted(c, op)
 		cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpChild, Name: name,
 			StartedAt: r.cp.StartedAt, EndedAt: inv.now().UnixNano()}
 		if err != nil {
@@ -51,7 +50,7 @@ func (c *Context) Wait(name string, d time.Duration) error {
 	inv := c.inv
 	inv.stopped()
 	op := c.nextOp()
-	r, err := inv.visit(op, messages.OpWait, name)
+	r, err := inv.visit(c, op, messages.OpWait, name)
 	if err != nil {
 		return err
 	}

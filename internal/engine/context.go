@@ -13,6 +13,7 @@ type Context struct {
 	cancel context.CancelFunc
 	inv    *Invocation
 	prefix string // operation ids of this context start with it: "" at the root, "3-" in child 3
+	depth  int    // how many elements of the invocation's path this context is inside
 	seq    atomic.Int64
 	logger *slog.Logger
 }

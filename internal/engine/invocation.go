@@ -27,24 +27,31 @@ type Handler func(ctx *Context, input []byte) ([]byte, error)
 
 // Outcome is how an invocation ended.
 type Outcome struct {
-	// Kind is Completed, Failed or Suspended; Aborted when the invocation could not finish for
-	// reasons outside the handler (the store unreachable, the worker stopping): nothing is
-	// reported and the task runs again.
-	Kind   OutcomeKind
-	Result []byte
-	Error  *messages.ErrorInfo
-	Timers []messages.TimerRequest
-	Cause  error // why it was aborted
+	Kind      OutcomeKind
+	Result    []byte
+	Error     *messages.ErrorInfo
+	Timers    []messages.TimerRequest
+	Parallels []messages.ParallelRequest
+	Cause     error // why it was aborted
 }
 
 // OutcomeKind classifies an Outcome.
 type OutcomeKind int
 
 const (
+	// Completed: the handler returned a result.
 	Completed OutcomeKind = iota + 1
+	// Failed: the handler returned an error or panicked, or replay diverged (in a branch too).
 	Failed
+	// Suspended: the invocation waits for timers or batches, listed in the Outcome.
 	Suspended
+	// Aborted: the invocation could not finish for reasons outside the handler (the store
+	// unreachable, the worker stopping); nothing is reported and the task runs again.
 	Aborted
+	// BranchDone: the target branch finished and its outcome is recorded.
+	BranchDone
+	// Abandoned: the target branch belongs to a batch that already completed; nothing is recorded.
+	Abandoned
 )
 
 type record struct {
@@ -52,19 +59,23 @@ type record struct {
 	rev uint64
 }
 
-// Invocation is one run of a handler over an execution's checkpoints. Its methods are safe for
-// concurrent use by the goroutines of one handler.
+// Invocation is one run of a handler — or of one branch, when Path is set — over an execution's
+// checkpoints. Its methods are safe for concurrent use by the goroutines of one handler.
 type Invocation struct {
 	execID string
 	store  Store
 	ctx    context.Context // for store calls: ends when the worker stops
 	logger *slog.Logger
 	now    func() time.Time
+	path   []messages.BranchRef
+	cache  BranchCache
 
 	mu        sync.Mutex
 	records   map[string]*record
 	replaying bool
+	ended     OutcomeKind // BranchDone or Abandoned, once set
 	timers    []messages.TimerRequest
+	parallels []messages.ParallelRequest
 	fatal     error // non-determinism: the execution fails whatever the handler does
 	abort     error // infrastructure failure: the invocation ends unreported
 }
@@ -75,6 +86,11 @@ type Config struct {
 	Store       Store
 	Logger      *slog.Logger     // nil: slog.Default()
 	Now         func() time.Time // nil: time.Now
+	// Path is the branch to run (empty: the handler itself).
+	Path []messages.BranchRef
+	// Cache keeps the branch lists that replays build, so later branches of the same batch run
+	// without replaying the handler. Nil: no cache.
+	Cache BranchCache
 }
 
 // Loaded is a checkpoint as read from the store.
@@ -91,6 +107,8 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 		ctx:     ctx,
 		logger:  cfg.Logger,
 		now:     cfg.Now,
+		path:    cfg.Path,
+		cache:   cfg.Cache,
 		records: make(map[string]*record, len(checkpoints)),
 	}
 	if inv.logger == nil {
@@ -99,6 +117,9 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 	if inv.now == nil {
 		inv.now = time.Now
 	}
+	if inv.cache == nil {
+		inv.cache = noCache{}
+	}
 	for _, l := range checkpoints {
 		inv.records[l.Checkpoint.OpID] = &record{cp: l.Checkpoint, rev: l.Revision}
 	}
@@ -106,8 +127,26 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 	return inv
 }
 
-// Run calls h with input and waits until it returns or the invocation suspends.
+// Run calls h with input — replaying to the target branch when the invocation has a path — and
+// waits until it returns, the branch finishes, or the invocation suspends.
 func (inv *Invocation) Run(ctx context.Context, h Handler, input []byte) Outcome {
+	return inv.run(ctx, func(root *Context) ([]byte, error) { return h(root, input) })
+}
+
+// RunCached runs the target branch straight from a branch list cached by an earlier replay,
+// without replaying the handler. The cached batch must be the one the path's last element names.
+func (inv *Invocation) RunCached(ctx context.Context, b *CachedBatch) Outcome {
+	return inv.run(ctx, func(root *Context) ([]byte, error) {
+		last := inv.path[len(inv.path)-1]
+		parent := root
+		parent.depth = len(inv.path) - 1
+		inv.setReplaying(false)
+		inv.runBranch(parent, last.OpID, last.Index, b)
+		return nil, nil // not reached: runBranch ends the goroutine
+	})
+}
+
+func (inv *Invocation) run(ctx context.Context, body func(*Context) ([]byte, error)) Outcome {
 	root := newContext(ctx, inv, "")
 	var (
 		out      []byte
@@ -124,7 +163,7 @@ func (inv *Invocation) Run(ctx context.Context, h Handler, input []byte) Outcome
 				inv.logger.Error("handler panicked", "execution", inv.execID, "panic", panicMsg, "stack", string(debug.Stack()))
 			}
 		}()
-		out, err = h(root, input)
+		out, err = body(root)
 		returned = true
 	}()
 	<-done
@@ -137,8 +176,14 @@ func (inv *Invocation) Run(ctx context.Context, h Handler, input []byte) Outcome
 		return Outcome{Kind: Aborted, Cause: inv.abort}
 	case inv.fatal != nil:
 		return Outcome{Kind: Failed, Error: Info(inv.fatal)}
-	case len(inv.timers) > 0:
-		return Outcome{Kind: Suspended, Timers: inv.timers}
+	case inv.ended != 0:
+		return Outcome{Kind: inv.ended}
+	case len(inv.timers) > 0 || len(inv.parallels) > 0:
+		return Outcome{Kind: Suspended, Timers: inv.timers, Parallels: inv.parallels}
+	case len(inv.path) > 0:
+		// The target branch was never reached, yet the handler ended: its code diverged.
+		return Outcome{Kind: Failed, Error: Info(&NonDeterminismError{ExecutionID: inv.execID, OpID: inv.path[0].OpID,
+			Want: "a batch with branch " + fmt.Sprint(inv.path[0].Index), Got: "no such operation"})}
 	case panicMsg != "":
 		return Outcome{Kind: Failed, Error: &messages.ErrorInfo{Type: "Panic", Message: "handler panicked: " + panicMsg}}
 	case !returned:
@@ -151,17 +196,35 @@ func (inv *Invocation) Run(ctx context.Context, h Handler, input []byte) Outcome
 
 // suspend records that the invocation waits for t and ends the calling goroutine.
 func (inv *Invocation) suspend(t messages.TimerRequest) {
+	t.Path = inv.path
 	inv.mu.Lock()
 	inv.timers = append(inv.timers, t)
 	inv.mu.Unlock()
 	runtime.Goexit()
 }
 
-// stopped ends the calling goroutine if the invocation has already suspended, failed or aborted:
-// a handler that swallowed the end (a goroutine of its own, say) can do nothing more.
+// await records that the invocation waits for the batch p and ends the calling goroutine.
+func (inv *Invocation) await(p messages.ParallelRequest) {
+	p.Path = inv.path
+	inv.mu.Lock()
+	inv.parallels = append(inv.parallels, p)
+	inv.mu.Unlock()
+	runtime.Goexit()
+}
+
+// end finishes a branch invocation (BranchDone or Abandoned) and ends the calling goroutine.
+func (inv *Invocation) end(kind OutcomeKind) {
+	inv.mu.Lock()
+	inv.ended = kind
+	inv.mu.Unlock()
+	runtime.Goexit()
+}
+
+// stopped ends the calling goroutine if the invocation has already suspended, finished, failed or
+// aborted: a handler that swallowed the end (a goroutine of its own, say) can do nothing more.
 func (inv *Invocation) stopped() {
 	inv.mu.Lock()
-	over := inv.abort != nil || inv.fatal != nil || len(inv.timers) > 0
+	over := inv.abort != nil || inv.fatal != nil || inv.ended != 0 || len(inv.timers) > 0 || len(inv.parallels) > 0
 	inv.mu.Unlock()
 	if over {
 		runtime.Goexit()
@@ -178,17 +241,42 @@ func (inv *Invocation) fail(err error) {
 	runtime.Goexit()
 }
 
+// interrupted ends the calling goroutine if the code at op was cancelled from outside: the
+// worker stopping (the invocation aborts, to run again elsewhere) or, in a branch invocation, the
+// batch completing without this branch (it is abandoned, and records nothing).
+func (inv *Invocation) interrupted(c *Context, op string) {
+	if err := inv.ctx.Err(); err != nil {
+		inv.fail(fmt.Errorf("engine: %s: worker stopped: %w", op, err))
+	}
+	if err := c.Err(); err != nil {
+		if len(inv.path) > 0 {
+			inv.end(Abandoned)
+		}
+		inv.fail(fmt.Errorf("engine: %s: cancelled: %w", op, err))
+	}
+}
+
+// diverged records a non-determinism and ends the calling goroutine.
+func (inv *Invocation) diverged(err *NonDeterminismError) {
+	inv.mu.Lock()
+	if inv.fatal == nil {
+		inv.fatal = err
+	}
+	inv.mu.Unlock()
+	runtime.Goexit()
+}
+
 // visit returns the checkpoint at op, after checking that it is of the kind and name the handler
 // now asks for. A mismatch poisons the invocation and returns the error.
-func (inv *Invocation) visit(op string, kind messages.OpKind, name string) (*record, error) {
+func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name string) (*record, error) {
 	inv.mu.Lock()
-	defer inv.mu.Unlock()
 	r := inv.records[op]
 	if r == nil || !r.cp.Status.Terminal() {
 		inv.replaying = false
 	}
+	var err *NonDeterminismError
 	if r != nil && (r.cp.OpKind != kind || r.cp.Name != name) {
-		err := &NonDeterminismError{
+		err = &NonDeterminismError{
 			ExecutionID: inv.execID, OpID: op,
 			Want: fmt.Sprintf("%s %q", r.cp.OpKind, r.cp.Name),
 			Got:  fmt.Sprintf("%s %q", kind, name),
@@ -196,7 +284,15 @@ func (inv *Invocation) visit(op string, kind messages.OpKind, name string) (*rec
 		if inv.fatal == nil {
 			inv.fatal = err
 		}
+	}
+	inv.mu.Unlock()
+	if err != nil {
 		return nil, err
+	}
+	if r == nil && c.depth < len(inv.path) && kind != messages.OpParallel {
+		// Replaying towards a branch, every operation before the batch has a checkpoint.
+		inv.diverged(&NonDeterminismError{ExecutionID: inv.execID, OpID: op,
+			Want: "the checkpointed path to batch " + inv.path[c.depth].OpID, Got: fmt.Sprintf("a new %s %q", kind, name)})
 	}
 	return r, nil
 }
@@ -205,6 +301,18 @@ func (inv *Invocation) isReplaying() bool {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	return inv.replaying
+}
+
+func (inv *Invocation) setReplaying(v bool) {
+	inv.mu.Lock()
+	inv.replaying = v
+	inv.mu.Unlock()
+}
+
+func (inv *Invocation) lookup(op string) *record {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.records[op]
 }
 
 // commit writes cp over prev (nil: the first write). It returns what is stored afterwards: cp, or

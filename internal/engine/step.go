@@ -83,7 +83,7 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 	inv := c.inv
 	inv.stopped()
 	op := c.nextOp()
-	r, err := inv.visit(op, messages.OpStep, name)
+	r, err := inv.visit(c, op, messages.OpStep, name)
 	if err != nil {
 		return nil, err
 	}
@@ -119,9 +119,9 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 		}
 		started := inv.now().UnixNano()
 		out, err := c.runBody(name, attempt, body)
-		if inv.ctx.Err() != nil {
-			// The worker is stopping: the body's failure may be ours, not the step's. Record nothing.
-			inv.fail(fmt.Errorf("engine: step %s: worker stopped: %w", op, inv.ctx.Err()))
+		if err != nil {
+			// A body that failed because we cancelled it is not the step's failure: record nothing.
+			inv.interrupted(c, op)
 		}
 		if err == nil {
 			r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
@@ -156,7 +156,7 @@ func (c *Context) afterFailure(op, name string, p RetryPolicy, prev *record, att
 func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]byte, error)) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			out, err = nil, &panicError{msg: fmt.Sprint(r)}
+			out, err = nil, &panicError{msg: fmt.Sprint(r), what: "step"}
 		}
 	}()
 	sc := &StepContext{Context: c.Context, attempt: attempt,
@@ -164,9 +164,9 @@ func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]b
 	return body(sc)
 }
 
-type panicError struct{ msg string }
+type panicError struct{ msg, what string }
 
-func (e *panicError) Error() string         { return "step panicked: " + e.msg }
+func (e *panicError) Error() string         { return e.what + " panicked: " + e.msg }
 func (e *panicError) ErrorTypeName() string { return "Panic" }
 
 func stepError(name string, info *messages.ErrorInfo) error {

@@ -45,7 +45,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, bucket := range []string{messages.ExecutionBucket, messages.CheckpointBucket} {
+	for _, bucket := range []string{messages.ExecutionBucket, messages.CheckpointBucket, messages.BatchBucket} {
 		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: bucket, History: 1, Storage: storage, Replicas: o.Replicas,
 		})

@@ -1,0 +1,322 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/coordinator/batch"
+	"github.com/jetflow/jetflow/coordinator/lifecycle"
+	"github.com/jetflow/jetflow/kvstore"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// A batch's state is driven by two loops: the event loop opens it (OpenBatch, from the
+// suspension of the code that called Parallel) and the branch loop folds the branch outcomes,
+// which it reads straight from the checkpoint bucket's stream. Both carry out effects before they
+// store state: every effect is deduplicated (task ids) or idempotent (the batch's checkpoint is
+// written only over STARTED), so a crash in between redelivers the messages and the same decisions
+// are made again from the old state.
+
+// batchKey is the key of a batch's state in BatchBucket.
+func batchKey(executionID, op string) string { return executionID + "." + op }
+
+// branchTask is the first dispatch of branch i of b.
+func branchTask(b *messages.Batch, i int) *messages.RunTask {
+	path := make([]messages.BranchRef, len(b.Path), len(b.Path)+1)
+	copy(path, b.Path)
+	path = append(path, messages.BranchRef{OpID: b.OpID, Index: i})
+	return &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Fresh: true, Path: path,
+		TaskID: "b." + b.OpID + "." + strconv.Itoa(i)}
+}
+
+// openBatch starts a batch's first branches, or, if it was opened before, dispatches its
+// unfinished branches again (deduplicated) in case a crash lost them.
+func (c *Coordinator) openBatch(ctx context.Context, eff lifecycle.OpenBatch) error {
+	key := batchKey(eff.ExecutionID, eff.Request.OpID)
+	e, err := c.batches.Get(ctx, key)
+	switch {
+	case err == nil:
+		b, err := messages.DecodeAs[*messages.Batch](e.Value)
+		if err != nil {
+			return fmt.Errorf("coordinator: batch %s: %w", key, err)
+		}
+		if b.Completed {
+			return nil
+		}
+		var tasks []*messages.RunTask
+		batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
+		return c.publishTasks(ctx, tasks)
+	case !errors.Is(err, kvstore.ErrNotFound):
+		return err
+	}
+	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
+	if err := c.carryOutBatch(ctx, b, d); err != nil {
+		return err
+	}
+	if _, err := c.batches.Create(ctx, key, messages.MustEncode(b)); err != nil && !errors.Is(err, kvstore.ErrConflict) {
+		return err
+	}
+	return nil
+}
+
+// carryOutBatch dispatches what d says, and completes the batch if it says so.
+func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d batch.Decision) error {
+	if n := d.Dispatches(); n > 0 {
+		tasks := make([]*messages.RunTask, 0, n)
+		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
+			tasks = append(tasks, branchTask(b, i))
+		}
+		if err := c.publishTasks(ctx, tasks); err != nil {
+			return err
+		}
+	}
+	if d.Complete {
+		return c.completeBatch(ctx, b)
+	}
+	return nil
+}
+
+// completeBatch freezes the batch in its checkpoint, tells workers to abandon its running
+// branches, and resumes the code that awaits it.
+func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) error {
+	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
+	for {
+		e, err := c.ckpts.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("coordinator: complete batch %s: %w", key, err)
+		}
+		cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+		if err != nil {
+			return fmt.Errorf("coordinator: complete batch %s: %w", key, err)
+		}
+		if cp.Status.Terminal() {
+			// Completed before a crash, perhaps on outcomes that arrived in another order: what
+			// the checkpoint says stands.
+			if cp.Summary != nil {
+				b.Reason = cp.Summary.Reason
+			}
+			break
+		}
+		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
+		if _, err := c.ckpts.Update(ctx, key, messages.MustEncode(cp), e.Revision); err == nil {
+			break
+		} else if !errors.Is(err, kvstore.ErrConflict) {
+			return err
+		}
+	}
+	if b.Next > b.Succeeded+b.Failed {
+		notice := messages.MustEncode(&messages.Abandon{ExecutionID: b.ExecutionID, OpID: b.OpID, Path: b.Path})
+		if err := c.nc.Publish(messages.AbandonSubject(b.ExecutionID), notice); err != nil {
+			c.log.Debug("abandon notice not sent", "batch", key, "error", err)
+		}
+	}
+	c.log.Debug("batch complete", "batch", key, "reason", b.Reason, "succeeded", b.Succeeded, "failed", b.Failed)
+	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID})
+}
+
+// publishTasks publishes tasks asynchronously and waits for every PubAck.
+func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
+	for _, t := range tasks {
+		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t)}
+		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(taskMsgID(t)), jetstream.WithStallWait(10*time.Second))
+		if err != nil {
+			return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("coordinator: dispatch: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// outcomeRef is a branch outcome message: which batch, which branch.
+type outcomeRef struct {
+	msg      jetstream.Msg
+	key      string // batch key
+	exec, op string
+	index    int
+}
+
+// parseOutcome reads "$KV.<bucket>.<execution>.<op>.<index>".
+func parseOutcome(msg jetstream.Msg) (outcomeRef, error) {
+	parts := strings.Split(msg.Subject(), ".")
+	if len(parts) != 5 {
+		return outcomeRef{}, fmt.Errorf("not a branch outcome subject: %s", msg.Subject())
+	}
+	i, err := strconv.Atoi(parts[4])
+	if err != nil || i < 0 {
+		return outcomeRef{}, fmt.Errorf("bad branch index in %s", msg.Subject())
+	}
+	return outcomeRef{msg: msg, key: batchKey(parts[2], parts[3]), exec: parts[2], op: parts[3], index: i}, nil
+}
+
+// consumeBatches fetches branch outcomes in batches and hands each batch to handle.
+func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, []jetstream.Msg)) {
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := cons.FetchNoWait(c.cfg.BatchSize)
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = batch.Error()
+		}
+		if len(msgs) == 0 && err == nil {
+			// Nothing waiting: block for the next outcome.
+			fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
+			var b jetstream.MessageBatch
+			b, err = cons.Fetch(1, jetstream.FetchContext(fetchCtx))
+			if err == nil {
+				for m := range b.Messages() {
+					msgs = append(msgs, m)
+				}
+				err = b.Error()
+			}
+			cancel()
+		}
+		if len(msgs) > 0 {
+			handle(ctx, msgs)
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+			c.log.Debug("fetch of branch outcomes failed; retrying", "error", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+	}
+}
+
+// handleOutcomes folds a batch of branch outcomes: per batch, apply them all, carry out the
+// effects, store the state once, then ack.
+func (c *Coordinator) handleOutcomes(ctx context.Context, msgs []jetstream.Msg) {
+	groups := map[string][]outcomeRef{}
+	var order []string
+	for _, m := range msgs {
+		ref, err := parseOutcome(m)
+		if err != nil {
+			c.log.Warn("dropping a malformed branch outcome", "error", err)
+			_ = m.Term()
+			continue
+		}
+		if _, ok := groups[ref.key]; !ok {
+			order = append(order, ref.key)
+		}
+		groups[ref.key] = append(groups[ref.key], ref)
+	}
+	for _, key := range order {
+		refs := groups[key]
+		if err := c.applyOutcomes(ctx, key, refs); err != nil {
+			c.cache.drop(key)
+			for _, r := range refs {
+				c.retryLater(ctx, r.msg, err)
+			}
+			continue
+		}
+		for _, r := range refs {
+			_ = r.msg.Ack()
+		}
+	}
+}
+
+func (c *Coordinator) applyOutcomes(ctx context.Context, key string, refs []outcomeRef) error {
+	cb, err := c.loadBatch(ctx, key)
+	if err != nil {
+		return err
+	}
+	if cb.state.Completed {
+		return nil // late outcomes of abandoned branches: neither recorded in the result nor counted
+	}
+	// Fold into a copy, so that a failure below leaves the cached state as stored.
+	b := *cb.state
+	b.Done, b.FailedBits = append([]byte(nil), b.Done...), append([]byte(nil), b.FailedBits...)
+	var tasks []*messages.RunTask
+	complete := false
+	for _, r := range refs {
+		value, err := c.ckpts.Unframe(ctx, r.msg.Subject(), r.msg.Data())
+		if err != nil {
+			return err
+		}
+		cp, err := messages.DecodeAs[*messages.Checkpoint](value)
+		if err != nil {
+			c.log.Warn("unreadable branch outcome counted as failed", "subject", r.msg.Subject(), "error", err)
+			cp = &messages.Checkpoint{Status: messages.OpFailed}
+		}
+		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
+		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
+			tasks = append(tasks, branchTask(&b, i))
+		}
+		if d.Complete {
+			complete = true
+		}
+	}
+	if err := c.publishTasks(ctx, tasks); err != nil {
+		return err
+	}
+	if complete {
+		if err := c.completeBatch(ctx, &b); err != nil {
+			return err
+		}
+	}
+	rev, err := c.batches.Update(ctx, key, messages.MustEncode(&b), cb.rev)
+	if err != nil {
+		return err
+	}
+	if b.Completed {
+		c.cache.drop(key)
+	} else {
+		c.cache.put(key, &cachedBatch{state: &b, rev: rev})
+	}
+	return nil
+}
+
+func (c *Coordinator) loadBatch(ctx context.Context, key string) (*cachedBatch, error) {
+	if cb := c.cache.get(key); cb != nil {
+		return cb, nil
+	}
+	e, err := c.batches.Get(ctx, key)
+	if err != nil {
+		// A branch outcome can arrive before its batch's state is stored: retry later.
+		return nil, fmt.Errorf("coordinator: batch %s: %w", key, err)
+	}
+	b, err := messages.DecodeAs[*messages.Batch](e.Value)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: batch %s: %w", key, err)
+	}
+	cb := &cachedBatch{state: b, rev: e.Revision}
+	if !b.Completed {
+		c.cache.put(key, cb)
+	}
+	return cb, nil
+}
+
+// cachedBatch is a batch's state as last stored, with its revision.
+type cachedBatch struct {
+	state *messages.Batch
+	rev   uint64
+}
+
+// batchCache holds the state of running batches, so that the branch loop reads a batch once and
+// then only writes it. Only the branch loop uses it.
+type batchCache struct{ m map[string]*cachedBatch }
+
+func newBatchCache() *batchCache                       { return &batchCache{m: map[string]*cachedBatch{}} }
+func (bc *batchCache) get(key string) *cachedBatch     { return bc.m[key] }
+func (bc *batchCache) put(key string, cb *cachedBatch) { bc.m[key] = cb }
+func (bc *batchCache) drop(key string)                 { delete(bc.m, key) }

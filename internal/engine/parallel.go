@@ -1,0 +1,145 @@
+package engine
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/jetflow/jetflow/messages"
+)
+
+// BranchFunc is one branch of a batch, its result in msgpack.
+type BranchFunc func(*Context) ([]byte, error)
+
+// BatchSpec is a Parallel or Map as the handler builds it.
+type BatchSpec struct {
+	Name     string
+	Config   messages.BatchConfig // Config.N == len(Branches)
+	IsMap    bool
+	Flat     bool
+	Branches []BranchFunc
+	Names    []string
+}
+
+// CachedBatch is a batch's branch list kept from one replay. The branches are closures built by
+// the handler; they only depend on checkpointed values, so any branch task of the batch can run
+// one without replaying the handler again.
+type CachedBatch struct {
+	Branches []BranchFunc
+	Names    []string
+}
+
+// BranchCache keeps CachedBatches by key (BatchKey). Implementations are safe for concurrent use.
+type BranchCache interface {
+	Get(key string) *CachedBatch
+	Put(key string, b *CachedBatch)
+}
+
+// BatchKey is the cache key of the batch op of an execution. Operation ids are unique within an
+// execution, so the key needs nothing of the path.
+func BatchKey(executionID, op string) string { return executionID + "/" + op }
+
+type noCache struct{}
+
+func (noCache) Get(string) *CachedBatch  { return nil }
+func (noCache) Put(string, *CachedBatch) {}
+
+// BatchOutcome is a completed batch: its frozen summary and the branches' outcome records.
+type BatchOutcome struct {
+	Summary *messages.BatchSummary
+	inv     *Invocation
+	op      string
+}
+
+// Branch returns the outcome record of branch i (nil if it has none).
+func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
+	r := b.inv.lookup(b.op + "." + strconv.Itoa(i))
+	if r == nil {
+		return nil
+	}
+	return r.cp
+}
+
+// Parallel runs a batch: on the invocation that reaches it first, it records the batch and
+// suspends until the coordinator reports it complete; on a branch task aimed through it, it runs
+// that branch; on replay of a completed batch, it returns the outcome without running anything.
+func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
+	inv := c.inv
+	inv.stopped()
+	op := c.nextOp()
+	r, err := inv.visit(c, op, messages.OpParallel, spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil && r.cp.Batch != nil && r.cp.Batch.N != spec.Config.N && !r.cp.Status.Terminal() {
+		err := &NonDeterminismError{ExecutionID: inv.execID, OpID: op,
+			Want: fmt.Sprintf("a batch of %d branches", r.cp.Batch.N), Got: fmt.Sprintf("%d branches", spec.Config.N)}
+		inv.diverged(err)
+	}
+	targeted := c.depth < len(inv.path)
+	if r != nil && r.cp.Status.Terminal() {
+		if targeted {
+			inv.end(Abandoned) // the batch this branch belongs to is over
+		}
+		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op}, nil
+	}
+	cached := &CachedBatch{Branches: spec.Branches, Names: spec.Names}
+	if targeted {
+		target := inv.path[c.depth]
+		if target.OpID != op || r == nil || target.Index >= len(spec.Branches) {
+			inv.diverged(&NonDeterminismError{ExecutionID: inv.execID, OpID: op,
+				Want: fmt.Sprintf("batch %s with branch %d", target.OpID, target.Index), Got: fmt.Sprintf("batch %s of %d branches", op, len(spec.Branches))})
+		}
+		inv.cache.Put(BatchKey(inv.execID, op), cached)
+		inv.runBranch(c, op, target.Index, cached)
+	}
+	if r == nil {
+		cfg := spec.Config
+		r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpStarted,
+			Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: inv.now().UnixNano()}, nil)
+		if r.cp.Status.Terminal() {
+			return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op}, nil
+		}
+	}
+	inv.cache.Put(BatchKey(inv.execID, op), cached)
+	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config})
+	return nil, nil // not reached
+}
+
+// runBranch runs branch idx of batch op in a context under parent, records its outcome, and ends
+// the invocation.
+func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedBatch) {
+	bc := newContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
+	bc.depth = parent.depth + 1
+	bc.logger = parent.logger.With("batch", op, "branch", idx)
+	out, err := callBranch(b.Branches[idx], bc)
+	bc.cancel()
+	inv.stopped() // a suspension, non-determinism or stop inside is not the branch's outcome
+	inv.interrupted(parent, op)
+	name := ""
+	if idx < len(b.Names) {
+		name = b.Names[idx]
+	}
+	cp := &messages.Checkpoint{OpID: op + "." + strconv.Itoa(idx), OpKind: messages.OpBranch, Name: name,
+		EndedAt: inv.now().UnixNano()}
+	if err != nil {
+		cp.Status, cp.Error = messages.OpFailed, Info(err)
+	} else {
+		cp.Status, cp.Result = messages.OpSucceeded, out
+	}
+	if prev := inv.lookup(cp.OpID); prev == nil {
+		inv.commit(cp, nil) // on a conflict the first writer's outcome stands
+	}
+	inv.end(BranchDone)
+}
+
+// callBranch runs a branch function, turning a panic into the branch's error.
+func callBranch(fn BranchFunc, bc *Context) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			bc.inv.logger.Error("branch panicked", "execution", bc.inv.execID, "panic", r, "stack", string(debug.Stack()))
+			out, err = nil, &panicError{msg: fmt.Sprint(r), what: "branch"}
+		}
+	}()
+	return fn(bc)
+}
