@@ -119,10 +119,9 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 		}
 		started := inv.now().UnixNano()
 		out, err := c.runBody(name, attempt, body)
-		if err != nil {
-			// A body that failed because we cancelled it is not the step's failure: record nothing.
-			inv.interrupted(c, op)
-		}
+		// A body cancelled by us (the worker stopping, the branch abandoned) records nothing: its
+		// failure may be ours, and an abandoned branch's outcome counts for nothing.
+		inv.interrupted(c, op)
 		if err == nil {
 			r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
 				Status: messages.OpSucceeded, Result: out, Attempt: attempt, StartedAt: started,

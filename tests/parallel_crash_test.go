@@ -1,0 +1,118 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/durable"
+	"github.com/jetflow/jetflow/durabletest"
+)
+
+// stepLedger tells, for each branch, how often its step body ran and whether it ran again after
+// the step had returned (which it only does once checkpointed).
+type stepLedger struct {
+	mu       sync.Mutex
+	runs     map[int]int
+	returned map[int]bool
+	rerun    []int // branches whose step body ran after their checkpoint existed
+	started  chan struct{}
+	once     sync.Once
+}
+
+func newStepLedger() *stepLedger {
+	return &stepLedger{runs: map[int]int{}, returned: map[int]bool{}, started: make(chan struct{})}
+}
+
+func (l *stepLedger) body(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs[i]++
+	if l.returned[i] {
+		l.rerun = append(l.rerun, i)
+	}
+	if len(l.runs) >= 12 {
+		l.once.Do(func() { close(l.started) })
+	}
+}
+
+func (l *stepLedger) stepReturned(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.returned[i] = true
+}
+
+// batchHandler is a 60-branch Parallel, 6 at a time: each branch checkpoints a step, then keeps
+// working outside any step, so that a crash finds branches in every state.
+func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
+	return func(ctx durable.Context, _ string) (string, error) {
+		branches := make([]durable.Branch[int], 60)
+		for i := range branches {
+			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
+				v, err := durable.Step(bctx, "square", func(durable.StepContext) (int, error) {
+					l.body(i)
+					return i * i, nil
+				})
+				if err != nil {
+					return 0, err
+				}
+				l.stepReturned(i)
+				hold(bctx, 10*time.Millisecond)
+				if i%7 == 3 {
+					return 0, fmt.Errorf("branch %d refuses", i)
+				}
+				return v, nil
+			}}
+		}
+		res, err := durable.Parallel(ctx, "squares", branches, durable.WithMaxConcurrency(6),
+			durable.WithCompletion(durable.ToleratedFailureCount(20)))
+		if err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(res)
+		return string(b), err
+	}
+}
+
+// A worker killed while it runs branches, and the coordinator restarted in the middle of the
+// batch: the batch completes with the result of an undisturbed run, and no step body ran again
+// once its checkpoint existed.
+func TestParallelSurvivesWorkerAndCoordinatorCrashes(t *testing.T) {
+	undisturbed := func() string {
+		env := durabletest.New(t)
+		durabletest.Register(env, "squares", batchHandler(newStepLedger()))
+		got, err := durabletest.Run[string](env, "squares", "")
+		require.NoError(t, err)
+		return got
+	}()
+
+	env := durabletest.New(t, durabletest.WithWorkers(3))
+	l := newStepLedger()
+	durabletest.Register(env, "squares", batchHandler(l))
+	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
+	defer cancel()
+	id, err := env.Client().Start(ctx, "squares", "")
+	require.NoError(t, err)
+	select {
+	case <-l.started:
+	case <-ctx.Done():
+		t.Fatal("the batch never got going")
+	}
+	env.KillWorker(1)
+	env.KillCoordinator(0)
+	env.StartCoordinator(0)
+	env.StartWorker(1)
+
+	var got string
+	require.NoError(t, env.Client().Result(ctx, id, &got))
+	require.JSONEq(t, undisturbed, got)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Empty(t, l.rerun, "step bodies that ran again after their checkpoint")
+	require.Len(t, l.runs, 60)
+}
