@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -192,7 +193,7 @@ type Execution struct {
 // Operation is one durable operation and the operations under it.
 type Operation struct {
 	ID       string       `json:"id"`
-	Kind     string       `json:"kind"` // STEP, WAIT, CONTEXT
+	Kind     string       `json:"kind"` // STEP, WAIT, CONTEXT, PARALLEL, BRANCH
 	Name     string       `json:"name,omitempty"`
 	Status   string       `json:"status"` // STARTED, PENDING, SUCCEEDED, FAILED
 	Attempt  int          `json:"attempt,omitempty"`
@@ -226,18 +227,68 @@ func (c *Client) Describe(ctx context.Context, executionID string) (*Execution, 
 	if err != nil {
 		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
 	}
-	out := &Execution{ID: x.ID, Function: x.Function, Status: x.Status.String(), Error: errorInfo(x.Error),
-		CreatedAt: time.Unix(0, x.CreatedAt), EndedAt: timePtr(x.EndedAt)}
-	ops := map[string]*Operation{}
+	checkpoints := make([]*messages.Checkpoint, 0, len(entries))
 	for _, en := range entries {
 		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
 		if err != nil {
 			return nil, fmt.Errorf("client: describe %s: checkpoint %s: %w", executionID, en.Key, err)
 		}
-		ops[cp.OpID] = &Operation{ID: cp.OpID, Kind: cp.OpKind.String(), Name: cp.Name, Status: cp.Status.String(),
+		checkpoints = append(checkpoints, cp)
+	}
+	out := &Execution{ID: x.ID, Function: x.Function, Status: x.Status.String(), Error: errorInfo(x.Error),
+		CreatedAt: time.Unix(0, x.CreatedAt), EndedAt: timePtr(x.EndedAt)}
+	out.Operations = operationTree(checkpoints)
+	return out, nil
+}
+
+// operationTree arranges checkpoints by their ids: an operation "3-2" is the second one inside
+// operation "3". A batch "P" has one BRANCH node per branch, "P-<i+1>", holding the branch's
+// operations — its status from the branch's outcome record "P.<i>", or STARTED while it runs.
+func operationTree(cps []*messages.Checkpoint) []*Operation {
+	ops := map[string]*Operation{}
+	flat := map[string]bool{}
+	node := func(cp *messages.Checkpoint, id string) *Operation {
+		op := &Operation{ID: id, Kind: cp.OpKind.String(), Name: cp.Name, Status: cp.Status.String(),
 			Attempt: cp.Attempt, Error: errorInfo(cp.Error), Started: timePtr(cp.StartedAt), Ended: timePtr(cp.EndedAt)}
 		if cp.Status == messages.OpPending {
-			ops[cp.OpID].FireAt = timePtr(cp.FireAt)
+			op.FireAt = timePtr(cp.FireAt)
+		}
+		return op
+	}
+	for _, cp := range cps {
+		if cp.OpKind == messages.OpBranch {
+			batchOp, index, ok := strings.Cut(cp.OpID, ".")
+			i, err := strconv.Atoi(index)
+			if !ok || err != nil {
+				continue
+			}
+			id := batchOp + "-" + strconv.Itoa(i+1)
+			ops[id] = node(cp, id)
+			continue
+		}
+		ops[cp.OpID] = node(cp, cp.OpID)
+		if cp.OpKind == messages.OpParallel && cp.Flat {
+			flat[cp.OpID] = true
+		}
+	}
+	// Branches abandoned when their batch completed early: started, and never finished.
+	for _, cp := range cps {
+		if cp.OpKind != messages.OpParallel || cp.Summary == nil {
+			continue
+		}
+		for i := range cp.Summary.Started {
+			id := cp.OpID + "-" + strconv.Itoa(i+1)
+			if ops[id] == nil {
+				ops[id] = &Operation{ID: id, Kind: messages.OpBranch.String(), Status: messages.OpStarted.String()}
+			}
+		}
+	}
+	// Branches that run but have no outcome yet.
+	for id := range ops {
+		parent := parentOf(id)
+		grand := parentOf(parent)
+		if parent != "" && ops[parent] == nil && ops[grand] != nil && ops[grand].Kind == messages.OpParallel.String() {
+			ops[parent] = &Operation{ID: parent, Kind: messages.OpBranch.String(), Status: messages.OpStarted.String()}
 		}
 	}
 	ids := make([]string, 0, len(ops))
@@ -245,19 +296,27 @@ func (c *Client) Describe(ctx context.Context, executionID string) (*Execution, 
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, compareOpIDs)
+	var roots []*Operation
 	for _, id := range ids {
 		op := ops[id]
-		parent := ""
-		if i := strings.LastIndexByte(id, '-'); i >= 0 {
-			parent = id[:i]
+		parent := parentOf(id)
+		if p := ops[parent]; p != nil && p.Kind == messages.OpBranch.String() && flat[parentOf(parent)] {
+			parent = parentOf(parent) // NestingFlat: a branch's operations show under the batch
 		}
 		if p := ops[parent]; p != nil {
 			p.Children = append(p.Children, op)
 		} else {
-			out.Operations = append(out.Operations, op)
+			roots = append(roots, op)
 		}
 	}
-	return out, nil
+	return roots
+}
+
+func parentOf(id string) string {
+	if i := strings.LastIndexByte(id, '-'); i >= 0 {
+		return id[:i]
+	}
+	return ""
 }
 
 // compareOpIDs orders "2" < "2-1" < "2-10" < "10" by their numeric parts.

@@ -316,45 +316,119 @@ func (r BatchResult[O]) StartedCount() int { return r.count(BatchItemStarted) }
 // TotalCount is the number of branches that started (not the number given).
 func (r BatchResult[O]) TotalCount() int { return len(r.Items) }
 
-type jsonError struct {
-	ErrorType    string `json:"errorType"`
-	ErrorMessage string `json:"errorMessage"`
+// wireBatch is the form a BatchResult takes outside Go: the shape the JavaScript SDK shows to
+// users, in JSON and in msgpack alike.
+type wireBatch[O any] struct {
+	All              []wireItem[O] `json:"all" msgpack:"all"`
+	CompletionReason string        `json:"completionReason" msgpack:"completionReason"`
+	Status           string        `json:"status" msgpack:"status"`
+	SuccessCount     int           `json:"successCount" msgpack:"successCount"`
+	FailureCount     int           `json:"failureCount" msgpack:"failureCount"`
+	StartedCount     int           `json:"startedCount" msgpack:"startedCount"`
+	TotalCount       int           `json:"totalCount" msgpack:"totalCount"`
 }
 
-type jsonItem struct {
-	Index  int        `json:"index"`
-	Name   string     `json:"name,omitempty"`
-	Status string     `json:"status"`
-	Result any        `json:"result,omitempty"`
-	Error  *jsonError `json:"error,omitempty"`
+type wireItem[O any] struct {
+	Index  int        `json:"index" msgpack:"index"`
+	Name   string     `json:"name,omitempty" msgpack:"name,omitempty"`
+	Status string     `json:"status" msgpack:"status"`
+	Result *O         `json:"result,omitempty" msgpack:"result,omitempty"`
+	Error  *wireError `json:"error,omitempty" msgpack:"error,omitempty"`
 }
 
-type jsonBatch struct {
-	All              []jsonItem `json:"all"`
-	CompletionReason string     `json:"completionReason"`
-	Status           string     `json:"status"`
-	SuccessCount     int        `json:"successCount"`
-	FailureCount     int        `json:"failureCount"`
-	StartedCount     int        `json:"startedCount"`
-	TotalCount       int        `json:"totalCount"`
+type wireError struct {
+	ErrorType    string `json:"errorType" msgpack:"errorType"`
+	ErrorMessage string `json:"errorMessage" msgpack:"errorMessage"`
+	Step         bool   `json:"step,omitempty" msgpack:"step,omitempty"` // a step's failure
+}
+
+func (r BatchResult[O]) wire() wireBatch[O] {
+	w := wireBatch[O]{All: make([]wireItem[O], 0, len(r.Items)), CompletionReason: r.Reason.String(), Status: r.Status().String(),
+		SuccessCount: r.SuccessCount(), FailureCount: r.FailureCount(), StartedCount: r.StartedCount(), TotalCount: r.TotalCount()}
+	for _, it := range r.Items {
+		wi := wireItem[O]{Index: it.Index, Name: it.Name, Status: it.Status.String()}
+		switch it.Status {
+		case BatchItemSucceeded:
+			wi.Result = &it.Result
+		case BatchItemFailed:
+			_, step := it.Err.(*StepError)
+			wi.Error = &wireError{ErrorType: errorType(it.Err), ErrorMessage: errorMessage(it.Err), Step: step}
+		}
+		w.All = append(w.All, wi)
+	}
+	return w
+}
+
+func (w wireBatch[O]) result() (BatchResult[O], error) {
+	r := BatchResult[O]{Items: make([]BatchItem[O], 0, len(w.All))}
+	switch w.CompletionReason {
+	case "ALL_COMPLETED":
+		r.Reason = CompletionAllCompleted
+	case "MIN_SUCCESSFUL_REACHED":
+		r.Reason = CompletionMinSuccessfulReached
+	case "FAILURE_TOLERANCE_EXCEEDED":
+		r.Reason = CompletionFailureToleranceExceeded
+	default:
+		return r, fmt.Errorf("durable: BatchResult: unknown completionReason %q", w.CompletionReason)
+	}
+	for _, wi := range w.All {
+		it := BatchItem[O]{Index: wi.Index, Name: wi.Name}
+		switch wi.Status {
+		case "SUCCEEDED":
+			it.Status = BatchItemSucceeded
+			if wi.Result != nil {
+				it.Result = *wi.Result
+			}
+		case "FAILED":
+			it.Status = BatchItemFailed
+			e := wi.Error
+			if e == nil {
+				e = &wireError{ErrorType: "Unknown"}
+			}
+			if e.Step {
+				it.Err = &StepError{ErrorType: e.ErrorType, Message: e.ErrorMessage}
+			} else {
+				it.Err = &BranchError{Index: wi.Index, Name: wi.Name, ErrorType: e.ErrorType, Message: e.ErrorMessage}
+			}
+		case "STARTED":
+			it.Status = BatchItemStarted
+		default:
+			return r, fmt.Errorf("durable: BatchResult: item %d: unknown status %q", wi.Index, wi.Status)
+		}
+		r.Items = append(r.Items, it)
+	}
+	return r, nil
 }
 
 // MarshalJSON writes the shape the JavaScript SDK shows to users, so other services and the CLI
-// read one format.
-func (r BatchResult[O]) MarshalJSON() ([]byte, error) {
-	j := jsonBatch{All: make([]jsonItem, 0, len(r.Items)), CompletionReason: r.Reason.String(), Status: r.Status().String(),
-		SuccessCount: r.SuccessCount(), FailureCount: r.FailureCount(), StartedCount: r.StartedCount(), TotalCount: r.TotalCount()}
-	for _, it := range r.Items {
-		ji := jsonItem{Index: it.Index, Name: it.Name, Status: it.Status.String()}
-		switch it.Status {
-		case BatchItemSucceeded:
-			ji.Result = it.Result
-		case BatchItemFailed:
-			ji.Error = &jsonError{ErrorType: errorType(it.Err), ErrorMessage: errorMessage(it.Err)}
-		}
-		j.All = append(j.All, ji)
+// read one format: {"all":[{"index":0,"status":"SUCCEEDED","result":…}, …], "completionReason":…,
+// "status":…, "successCount":…, "failureCount":…, "startedCount":…, "totalCount":…}.
+func (r BatchResult[O]) MarshalJSON() ([]byte, error) { return json.Marshal(r.wire()) }
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *BatchResult[O]) UnmarshalJSON(b []byte) error {
+	var w wireBatch[O]
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
 	}
-	return json.Marshal(j)
+	res, err := w.result()
+	*r = res
+	return err
+}
+
+// EncodeMsgpack writes the same shape as MarshalJSON, so a handler can return a BatchResult and a
+// client in any language reads it as that shape.
+func (r BatchResult[O]) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.Encode(r.wire()) }
+
+// DecodeMsgpack reads what EncodeMsgpack writes.
+func (r *BatchResult[O]) DecodeMsgpack(dec *msgpack.Decoder) error {
+	var w wireBatch[O]
+	if err := dec.Decode(&w); err != nil {
+		return err
+	}
+	res, err := w.result()
+	*r = res
+	return err
 }
 
 func errorType(err error) string {

@@ -93,6 +93,11 @@ func OrderWorkflow(ctx durable.Context, o Order) (Receipt, error) {
 // Register registers every example handler on w.
 func Register(w *worker.Worker) {
 	worker.Register(w, OrderFunction, OrderWorkflow)
+	worker.Register(w, CheckServicesFunction, CheckServices)
+	worker.Register(w, RaceFunction, Race)
+	worker.Register(w, TolerantFunction, Tolerant)
+	worker.Register(w, NestedFunction, Nested)
+	worker.Register(w, MapFunction, MapOrders)
 }
 
 // Demo is one example execution that `jetflow demo` runs.
@@ -112,5 +117,14 @@ func Demos() []Demo {
 				{SKU: "keyboard", Quantity: 1, Cents: 8900}, {SKU: "cable", Quantity: 2, Cents: 900},
 			}},
 		},
+		{Title: "check-services: a Parallel of three steps", Function: CheckServicesFunction, Input: "A-1001"},
+		{Title: "first-successful race: the slower mirrors are abandoned", Function: RaceFunction, Input: "dataset.tar"},
+		{Title: "tolerated failure: a Map that accepts one failed notification", Function: TolerantFunction, Input: "order shipped"},
+		{Title: "nested parallel: regions, then services in each", Function: NestedFunction, Input: ""},
+		{Title: "map over items: price orders two at a time", Function: MapFunction, Input: []Order{
+			{ID: "A-1", Items: []Item{{SKU: "pen", Quantity: 3, Cents: 150}}},
+			{ID: "A-2", Items: []Item{{SKU: "ink", Quantity: 1, Cents: 900}, {SKU: "pad", Quantity: 2, Cents: 300}}},
+			{ID: "A-3", Items: []Item{{SKU: "cap", Quantity: 5, Cents: 20}}},
+		}},
 	}
 }

@@ -122,7 +122,7 @@ func runDemo(ctx context.Context, out io.Writer, data string, workers int, level
 		err = cl.Result(rctx, id, &result)
 		cancel()
 		if err != nil {
-			fmt.Fprintf(out, "execution %s failed: %v\n", id, err)
+			fmt.Fprintf(out, "execution failed: %s: %v\n", id, err)
 		} else {
 			b, _ := json.MarshalIndent(result, "", "  ")
 			fmt.Fprintf(out, "execution %s of %s finished in %s with:\n%s\n", id, d.Function,

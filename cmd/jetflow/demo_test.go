@@ -15,7 +15,12 @@ func TestDemoRunsEveryExample(t *testing.T) {
 	require.Contains(t, s, "a coordinator and 2 workers are running")
 	require.Contains(t, s, `"status": "shipped"`)
 	require.Contains(t, s, `WAIT    "await-pickup" SUCCEEDED`)
-	require.NotContains(t, s, "failed")
+	require.Contains(t, s, `PARALLEL "check-services" SUCCEEDED`)
+	require.Contains(t, s, `"completionReason": "MIN_SUCCESSFUL_REACHED"`)
+	require.Contains(t, s, `"errorMessage": "pager gateway unreachable"`)
+	require.Contains(t, s, `PARALLEL "services-ap" SUCCEEDED`)
+	require.Contains(t, s, `BRANCH  "A-3" SUCCEEDED`)
+	require.NotContains(t, s, "execution failed")
 }
 
 func TestParseJSONKeepsIntegers(t *testing.T) {
