@@ -19,10 +19,11 @@ import (
 
 // A batch's state is driven by two loops: the event loop opens it (OpenBatch, from the
 // suspension of the code that called Parallel) and the branch loop folds the branch outcomes,
-// which it reads straight from the checkpoint bucket's stream. Both carry out effects before they
-// store state: every effect is deduplicated (task ids) or idempotent (the batch's checkpoint is
-// written only over STARTED), so a crash in between redelivers the messages and the same decisions
-// are made again from the old state.
+// which it reads straight from the checkpoint bucket's stream. Opening stores the state first and
+// then dispatches (a repeated request re-dispatches what is in flight). Folding carries out effects
+// before it stores state: every effect is deduplicated (task ids) or idempotent (the batch's
+// checkpoint is written only over STARTED), so a crash in between redelivers the outcomes and the
+// same decisions are made again from the old state.
 
 // batchKey is the key of a batch's state in BatchBucket.
 func batchKey(executionID, op string) string { return executionID + "." + op }
@@ -56,14 +57,16 @@ func (c *Coordinator) openBatch(ctx context.Context, eff lifecycle.OpenBatch) er
 	case !errors.Is(err, kvstore.ErrNotFound):
 		return err
 	}
+	// Stored before the first dispatch, so that no branch outcome arrives before its batch. A
+	// crash between the two is mended by the branch above: a repeated request re-dispatches.
 	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
-	if err := c.carryOutBatch(ctx, b, d); err != nil {
+	if _, err := c.batches.Create(ctx, key, messages.MustEncode(b)); err != nil {
+		if errors.Is(err, kvstore.ErrConflict) {
+			return c.openBatch(ctx, eff) // opened meanwhile by another request
+		}
 		return err
 	}
-	if _, err := c.batches.Create(ctx, key, messages.MustEncode(b)); err != nil && !errors.Is(err, kvstore.ErrConflict) {
-		return err
-	}
-	return nil
+	return c.carryOutBatch(ctx, b, d)
 }
 
 // carryOutBatch dispatches what d says, and completes the batch if it says so.

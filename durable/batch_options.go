@@ -71,7 +71,9 @@ func FirstSuccessful() CompletionConfig { return MinSuccessful(1) }
 func MinSuccessful(n int) CompletionConfig { return CompletionConfig{MinSuccessful: &n} }
 
 // ToleratedFailureCount ends the batch once more than n branches failed.
-func ToleratedFailureCount(n int) CompletionConfig { return CompletionConfig{ToleratedFailureCount: &n} }
+func ToleratedFailureCount(n int) CompletionConfig {
+	return CompletionConfig{ToleratedFailureCount: &n}
+}
 
 // ToleratedFailurePercentage ends the batch once more than p% of the branches given failed.
 func ToleratedFailurePercentage(p float64) CompletionConfig {

@@ -39,7 +39,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("nats", "", "NATS server URL (default $NATS_URL, else nats://127.0.0.1:4222)")
-	root.AddCommand(demoCmd(), startCmd(), resultCmd(), describeCmd())
+	root.AddCommand(demoCmd(), startCmd(), resultCmd(), describeCmd(), benchCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &exitError{exitUsage, err} })
 
 	err := root.ExecuteContext(context.Background())

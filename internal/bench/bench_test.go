@@ -1,0 +1,36 @@
+package bench
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/jetflow/jetflow/durabletest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }
+
+// The bench runs every workload end to end (scaled down a hundredfold) and reports what it says;
+// this checks the figures are there and sane, not how fast anything is.
+func TestEveryWorkloadRuns(t *testing.T) {
+	var got []Result
+	err := Run(context.Background(), Options{Scale: 100, Workloads: []string{"RAW", "W1", "W2", "W3", "W4"}},
+		func(r Result) { got = append(got, r) })
+	require.NoError(t, err)
+	names := []string{}
+	for _, r := range got {
+		names = append(names, r.Workload)
+		require.Positive(t, r.WallMS, r.Workload)
+	}
+	require.Equal(t, []string{"RAW", "W1", "W1", "W2", "W3", "W4"}, names)
+	require.Positive(t, got[0].TasksPerSec)
+	require.Positive(t, got[1].BranchesPerSec)
+	require.LessOrEqual(t, got[3].MaxInFlight, 10, "W2 never has more than 10 branches in flight")
+	require.Positive(t, got[4].P50MS)
+	require.Equal(t, 20, got[5].N)
+
+	err = Run(context.Background(), Options{Workloads: []string{"W9"}}, func(Result) {})
+	require.ErrorContains(t, err, `unknown workload "W9"`)
+}

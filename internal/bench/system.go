@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetflow/jetflow/client"
+	"github.com/jetflow/jetflow/coordinator"
+	"github.com/jetflow/jetflow/durable"
+	"github.com/jetflow/jetflow/internal/embedded"
+	"github.com/jetflow/jetflow/worker"
+)
+
+// system is a jetflow deployment in this process: a server (embedded, unless a URL is given), a
+// coordinator, workers and a client, with the bench's handlers registered.
+type system struct {
+	srv     *embedded.Server
+	dir     string
+	conns   []*nats.Conn
+	coord   *coordinator.Coordinator
+	workers []*worker.Worker
+	cl      *client.Client
+	url     string
+
+	steps atomic.Int64 // step bodies run, for progress
+	gauge gauge        // step bodies running at once
+}
+
+// payload is the 20-byte result of every branch's step (BENCH.md).
+const payload = "0123456789abcdefghij"
+
+// parallelInput is the input of the bench's Parallel handler.
+type parallelInput struct {
+	N              int `msgpack:"n"`
+	MaxConcurrency int `msgpack:"mc"`
+}
+
+func startSystem(ctx context.Context, o Options) (*system, error) {
+	s := &system{url: o.NatsURL}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if s.url == "" {
+		dir, err := os.MkdirTemp("", "jetflow-bench-")
+		if err != nil {
+			return nil, err
+		}
+		s.dir = dir
+		if s.srv, err = embedded.Start(embedded.Options{StoreDir: dir, SyncAlways: o.SyncAlways}); err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.url = s.srv.URL()
+	}
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect(s.url, nats.Name(name), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("bench: connect to %s: %w", s.url, err)
+		}
+		s.conns = append(s.conns, nc)
+		return nc, nil
+	}
+	nc, err := connect("bench-coordinator")
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	if s.coord, err = coordinator.New(nc, &coordinator.Config{Logger: log}); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := s.coord.Start(ctx); err != nil {
+		s.stop()
+		return nil, err
+	}
+	for i := range max(1, o.Workers) {
+		nc, err := connect(fmt.Sprintf("bench-worker-%d", i))
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		w, err := worker.New(nc, &worker.Config{Logger: log})
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		worker.Register(w, "bench-parallel", s.parallel)
+		worker.Register(w, "bench-check", s.check)
+		if err := w.Start(ctx); err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.workers = append(s.workers, w)
+	}
+	if nc, err = connect("bench-client"); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if s.cl, err = client.New(nc); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *system) step(ctx durable.Context, name string) (string, error) {
+	return durable.Step(ctx, name, func(durable.StepContext) (string, error) {
+		s.gauge.enter()
+		defer s.gauge.leave()
+		s.steps.Add(1)
+		return payload, nil
+	})
+}
+
+// parallel is W1, W2 and W4's handler: a Parallel of N branches, each one step.
+func (s *system) parallel(ctx durable.Context, in parallelInput) (int, error) {
+	branches := make([]durable.Branch[string], in.N)
+	for i := range branches {
+		branches[i] = durable.Branch[string]{Func: func(ctx durable.Context) (string, error) { return s.step(ctx, "work") }}
+	}
+	var opts []durable.BatchOption
+	if in.MaxConcurrency > 0 {
+		opts = append(opts, durable.WithMaxConcurrency(in.MaxConcurrency))
+	}
+	res, err := durable.Parallel(ctx, "fan-out", branches, opts...)
+	if err != nil {
+		return 0, err
+	}
+	if res.SuccessCount() != in.N {
+		return 0, fmt.Errorf("bench: %d of %d branches succeeded", res.SuccessCount(), in.N)
+	}
+	return res.SuccessCount(), nil
+}
+
+// check is W3's handler: the three-branch check-services example.
+func (s *system) check(ctx durable.Context, _ string) (int, error) {
+	branch := func(name string) durable.Branch[string] {
+		return durable.Branch[string]{Func: func(ctx durable.Context) (string, error) { return s.step(ctx, name) }}
+	}
+	res, err := durable.Parallel(ctx, "check-services", []durable.Branch[string]{
+		branch("check-inventory"), branch("check-payment"), branch("check-shipping")})
+	if err != nil {
+		return 0, err
+	}
+	return res.SuccessCount(), nil
+}
+
+func (s *system) run(ctx context.Context, function string, input any) (time.Duration, error) {
+	start := time.Now()
+	id, err := s.cl.Start(ctx, function, input)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.cl.Result(ctx, id, &n); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func (s *system) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, w := range s.workers {
+		_ = w.Stop(ctx)
+	}
+	if s.coord != nil {
+		_ = s.coord.Stop(ctx)
+	}
+	for _, nc := range s.conns {
+		nc.Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+	}
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// gauge counts what runs at once and remembers the most.
+type gauge struct {
+	mu        sync.Mutex
+	now, most int
+}
+
+func (g *gauge) enter() {
+	g.mu.Lock()
+	g.now++
+	g.most = max(g.most, g.now)
+	g.mu.Unlock()
+}
+
+func (g *gauge) leave() {
+	g.mu.Lock()
+	g.now--
+	g.mu.Unlock()
+}
+
+func (g *gauge) reset() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.most
+	g.most = g.now
+	return m
+}
