@@ -316,10 +316,21 @@ type cachedBatch struct {
 }
 
 // batchCache holds the state of running batches, so that the branch loop reads a batch once and
-// then only writes it. Only the branch loop uses it.
+// then only writes it. Only the branch loop uses it. Bounded: past maxCachedBatches an arbitrary
+// entry goes (it is read again from KV when needed).
 type batchCache struct{ m map[string]*cachedBatch }
 
-func newBatchCache() *batchCache                       { return &batchCache{m: map[string]*cachedBatch{}} }
-func (bc *batchCache) get(key string) *cachedBatch     { return bc.m[key] }
-func (bc *batchCache) put(key string, cb *cachedBatch) { bc.m[key] = cb }
-func (bc *batchCache) drop(key string)                 { delete(bc.m, key) }
+const maxCachedBatches = 10_000
+
+func newBatchCache() *batchCache                   { return &batchCache{m: map[string]*cachedBatch{}} }
+func (bc *batchCache) get(key string) *cachedBatch { return bc.m[key] }
+func (bc *batchCache) drop(key string)             { delete(bc.m, key) }
+func (bc *batchCache) put(key string, cb *cachedBatch) {
+	if _, ok := bc.m[key]; !ok && len(bc.m) >= maxCachedBatches {
+		for k := range bc.m {
+			delete(bc.m, k)
+			break
+		}
+	}
+	bc.m[key] = cb
+}
