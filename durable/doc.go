@@ -22,10 +22,21 @@
 //     of another kind or name than the checkpoint there, the execution fails with a
 //     *NonDeterminismError instead of corrupting state.
 //
+// # Parallel and Map
+//
+// [Parallel] and [Map] run their branches across the whole fleet: a branch runs on some worker
+// by replaying the handler up to the batch (everything before it comes from checkpoints) and then
+// calling only that branch's function. So a branch function may capture the handler's local
+// variables — as long as those are computed deterministically, from the input or from durable
+// operations. A branch receives its own Context: call durable operations on it, never on the
+// handler's. When a batch completes early (a completion policy met), the branches still running
+// are abandoned: their Context is cancelled wherever they run and nothing they do afterwards
+// counts. See [Parallel] for the rules of the result.
+//
 // # Suspension
 //
 // When an invocation cannot go on — a [Wait] whose timer is not due, a step waiting out its retry
-// backoff — the operation does not return: the SDK ends the handler's goroutine with
+// backoff, a [Parallel] whose branches still run — the operation does not return: the SDK ends the handler's goroutine with
 // runtime.Goexit (deferred functions run; recover cannot intercept it) and the worker is free for
 // other work. When the timer fires, the handler is replayed on any worker. A handler that keeps
 // going in another goroutine cannot record anything after that point.
