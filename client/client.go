@@ -256,10 +256,14 @@ func operationTree(cps []*messages.Checkpoint) []*Operation {
 		return op
 	}
 	for _, cp := range cps {
-		if cp.OpKind == messages.OpBranch {
-			batchOp, index, ok := strings.Cut(cp.OpID, ".")
-			i, err := strconv.Atoi(index)
-			if !ok || err != nil {
+		if cp.OpKind == messages.OpBranch { // "<op>.<index>.<partition>"
+			parts := strings.Split(cp.OpID, ".")
+			if len(parts) < 2 {
+				continue
+			}
+			batchOp := parts[0]
+			i, err := strconv.Atoi(parts[1])
+			if err != nil {
 				continue
 			}
 			id := batchOp + "-" + strconv.Itoa(i+1)

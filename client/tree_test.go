@@ -20,7 +20,7 @@ func TestOperationTree(t *testing.T) {
 		{OpID: "10", OpKind: messages.OpStep, Status: messages.OpSucceeded},
 		{OpID: "2", OpKind: messages.OpParallel, Status: messages.OpSucceeded,
 			Summary: &messages.BatchSummary{Started: 3, Done: []byte{1}}},
-		{OpID: "2.0", OpKind: messages.OpBranch, Status: messages.OpSucceeded},
+		{OpID: "2.0.5", OpKind: messages.OpBranch, Status: messages.OpSucceeded},
 		{OpID: "2-1-1", OpKind: messages.OpStep, Status: messages.OpSucceeded},
 		{OpID: "2-2-1", OpKind: messages.OpStep, Status: messages.OpPending},
 		{OpID: "1", OpKind: messages.OpChild, Status: messages.OpSucceeded},

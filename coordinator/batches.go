@@ -155,10 +155,10 @@ type outcomeRef struct {
 	index    int
 }
 
-// parseOutcome reads "$KV.<bucket>.<execution>.<op>.<index>".
+// parseOutcome reads "$KV.<bucket>.<execution>.<op>.<index>.<partition>".
 func parseOutcome(msg jetstream.Msg) (outcomeRef, error) {
 	parts := strings.Split(msg.Subject(), ".")
-	if len(parts) != 5 {
+	if len(parts) != 6 {
 		return outcomeRef{}, fmt.Errorf("not a branch outcome subject: %s", msg.Subject())
 	}
 	i, err := strconv.Atoi(parts[4])
@@ -208,7 +208,7 @@ func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consume
 
 // handleOutcomes folds a batch of branch outcomes: per batch, apply them all, carry out the
 // effects, store the state once, then ack.
-func (c *Coordinator) handleOutcomes(ctx context.Context, msgs []jetstream.Msg) {
+func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msgs []jetstream.Msg) {
 	groups := map[string][]outcomeRef{}
 	var order []string
 	for _, m := range msgs {
@@ -225,8 +225,8 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, msgs []jetstream.Msg) 
 	}
 	for _, key := range order {
 		refs := groups[key]
-		if err := c.applyOutcomes(ctx, key, refs); err != nil {
-			c.cache.drop(key)
+		if err := c.applyOutcomes(ctx, cache, key, refs); err != nil {
+			cache.drop(key)
 			for _, r := range refs {
 				c.retryLater(ctx, r.msg, err)
 			}
@@ -238,8 +238,8 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, msgs []jetstream.Msg) 
 	}
 }
 
-func (c *Coordinator) applyOutcomes(ctx context.Context, key string, refs []outcomeRef) error {
-	cb, err := c.loadBatch(ctx, key)
+func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key string, refs []outcomeRef) error {
+	cb, err := c.loadBatch(ctx, cache, key)
 	if err != nil {
 		return err
 	}
@@ -282,15 +282,15 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, key string, refs []outc
 		return err
 	}
 	if b.Completed {
-		c.cache.drop(key)
+		cache.drop(key)
 	} else {
-		c.cache.put(key, &cachedBatch{state: &b, rev: rev})
+		cache.put(key, &cachedBatch{state: &b, rev: rev})
 	}
 	return nil
 }
 
-func (c *Coordinator) loadBatch(ctx context.Context, key string) (*cachedBatch, error) {
-	if cb := c.cache.get(key); cb != nil {
+func (c *Coordinator) loadBatch(ctx context.Context, cache *batchCache, key string) (*cachedBatch, error) {
+	if cb := cache.get(key); cb != nil {
 		return cb, nil
 	}
 	e, err := c.batches.Get(ctx, key)
@@ -304,7 +304,7 @@ func (c *Coordinator) loadBatch(ctx context.Context, key string) (*cachedBatch, 
 	}
 	cb := &cachedBatch{state: b, rev: e.Revision}
 	if !b.Completed {
-		c.cache.put(key, cb)
+		cache.put(key, cb)
 	}
 	return cb, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/topology"
@@ -21,7 +22,6 @@ import (
 // Consumer names on the event and timer streams.
 const (
 	EventConsumer  = "coordinator"
-	TimerConsumer  = "coordinator-timers"
 	BranchConsumer = "coordinator-branches"
 )
 
@@ -37,6 +37,12 @@ type Config struct {
 	BatchSize int
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
+	// ID names this coordinator in its leases. Default: a random id.
+	ID string
+	// LeaseTTL is how long a partition lease lasts unless renewed (every LeaseTTL/3): how long a
+	// dead coordinator's partitions wait before another takes them. Every coordinator of a system
+	// must use the same value. Default 10s; at least 1s.
+	LeaseTTL time.Duration
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -51,6 +57,16 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("coordinator: Config.AckWait must not be negative, got %s", cfg.AckWait)
 	case cfg.BatchSize < 0:
 		return cfg, fmt.Errorf("coordinator: Config.BatchSize must not be negative, got %d", cfg.BatchSize)
+	case cfg.LeaseTTL != 0 && cfg.LeaseTTL < time.Second:
+		return cfg, fmt.Errorf("coordinator: Config.LeaseTTL must be at least 1s, got %s", cfg.LeaseTTL)
+	case cfg.ID != "" && messages.ValidateExecutionID(cfg.ID) != nil:
+		return cfg, fmt.Errorf("coordinator: Config.ID must be 1-128 of [A-Za-z0-9_-], got %q", cfg.ID)
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.ID == "" {
+		cfg.ID = nuid.Next()
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
@@ -64,7 +80,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.Logger = cfg.Logger.With("component", "coordinator")
+	cfg.Logger = cfg.Logger.With("component", "coordinator", "coordinator", cfg.ID)
 	return cfg, nil
 }
 
@@ -78,7 +94,7 @@ type Coordinator struct {
 	execs   *kvstore.Store
 	ckpts   *kvstore.Store
 	batches *kvstore.Store
-	cache   *batchCache // owned by the branch loop
+	leases  jetstream.KeyValue
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -110,7 +126,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
-	if err := topology.Provision(ctx, js, topology.Options{Replicas: c.cfg.Replicas}); err != nil {
+	if err := topology.Provision(ctx, js, topology.Options{Replicas: c.cfg.Replicas, LeaseTTL: c.cfg.LeaseTTL}); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	if c.execs, err = kvstore.Open(ctx, js, messages.ExecutionBucket, topology.BlobBucket); err != nil {
@@ -122,36 +138,14 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.batches, err = kvstore.Open(ctx, js, messages.BatchBucket, topology.BlobBucket); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	if c.leases, err = js.KeyValue(ctx, messages.LeaseBucket); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	c.js = js
-	c.cache = newBatchCache()
-	events, err := js.CreateOrUpdateConsumer(ctx, messages.EventStream, jetstream.ConsumerConfig{
-		Durable: EventConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
-		MaxDeliver: -1, MaxAckPending: 4 * c.cfg.BatchSize,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: event consumer: %w", err)
-	}
-	timers, err := js.CreateOrUpdateConsumer(ctx, messages.TimerStream, jetstream.ConsumerConfig{
-		Durable: TimerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
-		// A timer that is not due is held back with a delayed nak and stays pending: no cap.
-		MaxDeliver: -1, MaxAckPending: -1,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: timer consumer: %w", err)
-	}
-	branches, err := js.CreateOrUpdateConsumer(ctx, messages.CheckpointStream, jetstream.ConsumerConfig{
-		Durable: BranchConsumer, FilterSubject: messages.BranchOutcomeFilter(), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: c.cfg.AckWait, MaxDeliver: -1, MaxAckPending: 16 * c.cfg.BatchSize,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	c.started = true
-	c.wg.Go(func() { c.consume(runCtx, events, c.handleEvent) })
-	c.wg.Go(func() { c.consume(runCtx, timers, c.handleTimer) })
-	c.wg.Go(func() { c.consumeBatches(runCtx, branches, c.handleOutcomes) })
+	c.wg.Go(func() { c.leaseLoop(runCtx) })
 	c.wg.Go(func() { // Start's ctx bounds the coordinator's life too
 		select {
 		case <-ctx.Done():
@@ -159,7 +153,37 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		case <-runCtx.Done():
 		}
 	})
-	c.log.Info("coordinator started")
+	c.log.Info("coordinator started", "id", c.cfg.ID)
+	return nil
+}
+
+// runPartition creates (or binds to) the partition's consumers and runs its three loops until
+// ctx ends.
+func (c *Coordinator) runPartition(ctx context.Context, p int) error {
+	suffix := "-p" + strconv.Itoa(p)
+	events, err := c.js.CreateOrUpdateConsumer(ctx, messages.EventStream, jetstream.ConsumerConfig{
+		Durable: EventConsumer + suffix, FilterSubject: messages.EventFilter(p), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: c.cfg.AckWait, MaxDeliver: -1,
+		// Timers that are not due are held back with a delayed nak and stay pending: no cap.
+		MaxAckPending: -1,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: event consumer: %w", err)
+	}
+	branches, err := c.js.CreateOrUpdateConsumer(ctx, messages.CheckpointStream, jetstream.ConsumerConfig{
+		Durable: BranchConsumer + suffix, FilterSubject: messages.BranchOutcomeFilter(p), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: c.cfg.AckWait, MaxDeliver: -1, MaxAckPending: 16 * c.cfg.BatchSize,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
+	}
+	cache := newBatchCache() // this partition's batches, while this coordinator drives it
+	var wg sync.WaitGroup
+	wg.Go(func() { c.consume(ctx, events, c.handleEvent) })
+	wg.Go(func() {
+		c.consumeBatches(ctx, branches, func(ctx context.Context, msgs []jetstream.Msg) { c.handleOutcomes(ctx, cache, msgs) })
+	})
+	wg.Wait()
 	return nil
 }
 
@@ -219,6 +243,14 @@ func (c *Coordinator) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		c.log.Warn("dropping a malformed event", "subject", msg.Subject(), "error", err)
 		_ = msg.Term()
 		return
+	}
+	if t, ok := ev.(*messages.Timer); ok {
+		// A durable timer waits among the events until it is due, then is applied as TimerFired.
+		if wait := time.Until(time.Unix(0, t.Timer.FireAt)); wait > 0 {
+			_ = msg.NakWithDelay(wait)
+			return
+		}
+		ev = &messages.TimerFired{ExecutionID: t.ExecutionID, Timer: t.Timer, FiredAt: time.Now().UnixNano()}
 	}
 	id, err := eventExecution(ev)
 	if err != nil {
@@ -377,28 +409,6 @@ func (c *Coordinator) markFired(ctx context.Context, eff lifecycle.FireTimer) er
 		}
 		return err
 	}
-}
-
-// handleTimer holds a timer back until it is due, then turns it into a TimerFired event.
-func (c *Coordinator) handleTimer(ctx context.Context, msg jetstream.Msg) {
-	t, err := messages.DecodeAs[*messages.Timer](msg.Data())
-	if err != nil {
-		c.log.Warn("dropping a malformed timer", "subject", msg.Subject(), "error", err)
-		_ = msg.Term()
-		return
-	}
-	if wait := time.Until(time.Unix(0, t.Timer.FireAt)); wait > 0 {
-		_ = msg.NakWithDelay(wait)
-		return
-	}
-	data := messages.MustEncode(&messages.TimerFired{ExecutionID: t.ExecutionID, Timer: t.Timer, FiredAt: time.Now().UnixNano()})
-	_, err = c.js.Publish(ctx, messages.EventSubject(t.ExecutionID, "timer"), data,
-		jetstream.WithMsgID(timerID("fired", t.ExecutionID, t.Timer)))
-	if err != nil {
-		c.retryLater(ctx, msg, err)
-		return
-	}
-	_ = msg.Ack()
 }
 
 func (c *Coordinator) retryLater(ctx context.Context, msg jetstream.Msg, err error) {

@@ -23,7 +23,7 @@ type Option func(*options)
 
 type options struct {
 	workers, coordinators int
-	ackWait               time.Duration
+	ackWait, leaseTTL     time.Duration
 	timeout               time.Duration
 	maxConcurrent         int
 	logger                *slog.Logger
@@ -38,6 +38,10 @@ func WithCoordinators(n int) Option { return func(o *options) { o.coordinators =
 // WithAckWait sets how long a task or event held by a dead process waits before redelivery
 // (default 1s, so that crash tests recover quickly).
 func WithAckWait(d time.Duration) Option { return func(o *options) { o.ackWait = d } }
+
+// WithLeaseTTL sets how long a dead coordinator's partitions wait before another takes them
+// (default 2s).
+func WithLeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL = d } }
 
 // WithTimeout bounds how long Run waits for a result (default 60s).
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
@@ -77,7 +81,7 @@ type coordSlot struct {
 // shutdown on t.Cleanup.
 func New(t testing.TB, opts ...Option) *Env {
 	t.Helper()
-	o := options{workers: 2, coordinators: 1, ackWait: time.Second, timeout: 60 * time.Second}
+	o := options{workers: 2, coordinators: 1, ackWait: time.Second, leaseTTL: 2 * time.Second, timeout: 60 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -220,7 +224,8 @@ func (e *Env) StopWorker(i int) {
 func (e *Env) StartCoordinator(i int) {
 	e.t.Helper()
 	nc := e.connect(fmt.Sprintf("coordinator-%d", i))
-	c, err := coordinator.New(nc, &coordinator.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("coordinator", i)})
+	c, err := coordinator.New(nc, &coordinator.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("coordinator", i),
+		LeaseTTL: e.opts.leaseTTL})
 	if err != nil {
 		e.t.Fatalf("durabletest: %v", err)
 	}

@@ -13,8 +13,6 @@ const (
 	TaskStream = "JETFLOW_TASKS"
 	// EventStream is a work-queue stream of the events the coordinator folds into execution state.
 	EventStream = "JETFLOW_EVENTS"
-	// TimerStream holds durable timers until they are due (see docs/DESIGN.md).
-	TimerStream = "JETFLOW_TIMERS"
 
 	// ExecutionBucket is the KV bucket of Execution records, keyed by execution id.
 	ExecutionBucket = "jetflow-executions"
@@ -22,6 +20,9 @@ const (
 	CheckpointBucket = "jetflow-checkpoints"
 	// BatchBucket is the KV bucket of the coordinator's Batch records, keyed "<execution>.<op>".
 	BatchBucket = "jetflow-batches"
+	// LeaseBucket holds the coordinators' partition leases ("p<n>") and presence ("c<id>"); its
+	// entries expire unless renewed.
+	LeaseBucket = "jetflow-leases"
 
 	subjectRoot = "jetflow"
 )
@@ -30,7 +31,6 @@ const (
 const (
 	TaskSubjects  = subjectRoot + ".task.>"
 	EventSubjects = subjectRoot + ".evt.>"
-	TimerSubjects = subjectRoot + ".timer.>"
 )
 
 // TaskSubject is where RunTasks for function go; workers that registered it consume them.
@@ -41,24 +41,45 @@ func TaskSubject(function, executionID string) string {
 // TaskFilter matches every task of one function.
 func TaskFilter(function string) string { return subjectRoot + ".task." + function + ".>" }
 
+// Partitions is the number of partitions executions are spread over. Each partition is driven
+// by one coordinator at a time (a lease in LeaseBucket); its events, timers and branch outcomes are
+// on subjects of their own. Part of the protocol: changing it strands stored work.
+const Partitions = 8
+
+// Partition is the partition of an execution: FNV-1a (32-bit) of its id, modulo Partitions.
+func Partition(executionID string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(executionID); i++ {
+		h ^= uint32(executionID[i])
+		h *= 16777619
+	}
+	return int(h % Partitions)
+}
+
 // EventSubject is where events about one execution go; kind is a short word such as "start".
 func EventSubject(executionID, kind string) string {
-	return subjectRoot + ".evt." + executionID + "." + kind
+	return subjectRoot + ".evt." + strconv.Itoa(Partition(executionID)) + "." + executionID + "." + kind
 }
 
-// TimerSubject is where a durable timer of one operation waits until it is due.
-func TimerSubject(executionID, opID string) string {
-	return subjectRoot + ".timer." + executionID + "." + opID
+// EventFilter matches the events of one partition.
+func EventFilter(partition int) string { return subjectRoot + ".evt." + strconv.Itoa(partition) + ".>" }
+
+// TimerSubject is where a durable timer of one operation waits until it is due: among the
+// execution's events, so that the coordinator that drives the execution holds it back until it is
+// due and then applies it like any other event.
+func TimerSubject(executionID, opID string) string { return EventSubject(executionID, "timer-"+opID) }
+
+// BranchRecordID is the id under which branch index of batch op records its outcome: the key
+// "<execution>.<op>.<index>.<partition>" has four tokens, where every other checkpoint key has
+// two, so a consumer selects one partition's branch outcomes alone (BranchOutcomeFilter).
+func BranchRecordID(executionID, opID string, index int) string {
+	return opID + "." + strconv.Itoa(index) + "." + strconv.Itoa(Partition(executionID))
 }
 
-// BranchKey is the key of a branch's outcome: three tokens, where every other checkpoint key
-// has two, so a consumer can select branch outcomes alone (BranchOutcomeFilter).
-func BranchKey(executionID, opID string, index int) string {
-	return executionID + "." + opID + "." + strconv.Itoa(index)
+// BranchOutcomeFilter matches the KV stream subjects of one partition's branch outcomes.
+func BranchOutcomeFilter(partition int) string {
+	return "$KV." + CheckpointBucket + ".*.*.*." + strconv.Itoa(partition)
 }
-
-// BranchOutcomeFilter matches the KV stream subjects of branch outcomes, and nothing else.
-func BranchOutcomeFilter() string { return "$KV." + CheckpointBucket + ".*.*.*" }
 
 // CheckpointStream is the stream behind CheckpointBucket.
 const CheckpointStream = "KV_" + CheckpointBucket

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/jetflow/jetflow/coordinator"
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/durabletest"
 	"github.com/jetflow/jetflow/messages"
@@ -60,18 +59,20 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 
 	// Every bad message was terminated: nothing is left pending on any consumer.
 	eventually(t, func() bool {
-		for _, c := range []struct{ stream, consumer string }{
-			{messages.EventStream, coordinator.EventConsumer},
-			{messages.TimerStream, coordinator.TimerConsumer},
-			{messages.TaskStream, messages.ConsumerName("echo")},
-		} {
-			cons, err := js.Consumer(ctx, c.stream, c.consumer)
+		for _, stream := range []string{messages.EventStream, messages.TaskStream} {
+			st, err := js.Stream(ctx, stream)
 			if err != nil {
 				return false
 			}
-			info, err := cons.Info(ctx)
-			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
-				return false
+			for name := range st.ConsumerNames(ctx).Name() {
+				cons, err := st.Consumer(ctx, name)
+				if err != nil {
+					return false
+				}
+				info, err := cons.Info(ctx)
+				if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+					return false
+				}
 			}
 		}
 		return true

@@ -53,7 +53,7 @@ type BatchOutcome struct {
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
-	r := b.inv.lookup(b.op + "." + strconv.Itoa(i))
+	r := b.inv.lookup(messages.BranchRecordID(b.inv.execID, b.op, i))
 	if r == nil {
 		return nil
 	}
@@ -120,7 +120,7 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 	if idx < len(b.Names) {
 		name = b.Names[idx]
 	}
-	cp := &messages.Checkpoint{OpID: op + "." + strconv.Itoa(idx), OpKind: messages.OpBranch, Name: name,
+	cp := &messages.Checkpoint{OpID: messages.BranchRecordID(inv.execID, op, idx), OpKind: messages.OpBranch, Name: name,
 		EndedAt: inv.now().UnixNano()}
 	if err != nil {
 		cp.Status, cp.Error = messages.OpFailed, Info(err)

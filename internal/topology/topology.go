@@ -2,7 +2,9 @@ package topology
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,9 +22,14 @@ type Options struct {
 	Replicas int
 	// MemoryStorage keeps everything in memory (tests and benchmarks only: a restart loses it).
 	MemoryStorage bool
+	// LeaseTTL is the life of a coordinator's partition lease; 0 means 10s. Services other than the
+	// coordinator leave it 0: they do not create the lease bucket.
+	LeaseTTL time.Duration
 }
 
-// Provision creates or updates jetflow's streams and buckets.
+// Provision creates what is missing of jetflow's streams and buckets. What exists is left alone
+// unless its replication differs: every service calls Provision at start, and updating a stream
+// that others are creating consumers on is both needless and, in nats-server 2.15, racy.
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if o.Replicas == 0 {
 		o.Replicas = 1
@@ -34,30 +41,75 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	streams := []jetstream.StreamConfig{
 		{Name: messages.TaskStream, Subjects: []string{messages.TaskSubjects}},
 		{Name: messages.EventStream, Subjects: []string{messages.EventSubjects}},
-		{Name: messages.TimerStream, Subjects: []string{messages.TimerSubjects}},
 	}
 	for _, sc := range streams {
 		sc.Retention = jetstream.WorkQueuePolicy
 		sc.Storage = storage
 		sc.Replicas = o.Replicas
 		sc.Duplicates = 2 * time.Minute
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := ensureStream(ctx, js, sc); err != nil {
 			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, bucket := range []string{messages.ExecutionBucket, messages.CheckpointBucket, messages.BatchBucket} {
-		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, History: 1, Storage: storage, Replicas: o.Replicas,
-		})
-		if err != nil {
-			return fmt.Errorf("topology: bucket %s: %w", bucket, err)
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: messages.ExecutionBucket}, {Bucket: messages.CheckpointBucket}, {Bucket: messages.BatchBucket},
+	}
+	if o.LeaseTTL > 0 {
+		kvs = append(kvs, jetstream.KeyValueConfig{Bucket: messages.LeaseBucket, TTL: o.LeaseTTL})
+	}
+	for _, kc := range kvs {
+		kc.History, kc.Storage, kc.Replicas = 1, storage, o.Replicas
+		if err := ensureKV(ctx, js, kc); err != nil {
+			return fmt.Errorf("topology: bucket %s: %w", kc.Bucket, err)
 		}
 	}
-	_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: BlobBucket, Storage: storage, Replicas: o.Replicas,
-	})
-	if err != nil {
+	if _, err := js.ObjectStore(ctx, BlobBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BlobBucket, Storage: storage, Replicas: o.Replicas})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("topology: object store %s: %w", BlobBucket, err)
+		}
+	} else if err != nil {
 		return fmt.Errorf("topology: object store %s: %w", BlobBucket, err)
 	}
 	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cur := st.CachedInfo().Config
+	if cur.Replicas != sc.Replicas || !slices.Equal(cur.Subjects, sc.Subjects) {
+		_, err = js.UpdateStream(ctx, sc)
+	}
+	return err
+}
+
+func ensureKV(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) error {
+	kv, err := js.KeyValue(ctx, kc.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err = js.CreateKeyValue(ctx, kc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return err
+	}
+	info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
+	if info.Config.Replicas != kc.Replicas || (kc.TTL > 0 && st.TTL() != kc.TTL) {
+		_, err = js.UpdateKeyValue(ctx, kc)
+	}
+	return err
 }
