@@ -97,6 +97,7 @@ type Coordinator struct {
 	leases  jetstream.KeyValue
 
 	mu      sync.Mutex
+	held    []int // partitions driven now, for Partitions
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	started bool

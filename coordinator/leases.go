@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ func (c *Coordinator) leaseLoop(ctx context.Context) {
 	tick := time.NewTicker(c.cfg.LeaseTTL / 3)
 	defer tick.Stop()
 	defer func() {
+		defer c.publishHeld(nil)
 		// Stopping: stop every partition's loops, then release the leases for others to take.
 		for p, h := range held {
 			h.cancel()
@@ -49,6 +51,7 @@ func (c *Coordinator) leaseLoop(ctx context.Context) {
 	for {
 		presenceRev = c.renewPresence(ctx, presenceRev)
 		c.balance(ctx, held)
+		c.publishHeld(held)
 		select {
 		case <-ctx.Done():
 			return
@@ -153,3 +156,21 @@ func (c *Coordinator) liveCoordinators(ctx context.Context) int {
 }
 
 func leaseKey(p int) string { return "p" + strconv.Itoa(p) }
+
+func (c *Coordinator) publishHeld(held map[int]*heldPartition) {
+	ps := make([]int, 0, len(held))
+	for p := range held {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	c.mu.Lock()
+	c.held = ps
+	c.mu.Unlock()
+}
+
+// Partitions lists the partitions this coordinator drives now.
+func (c *Coordinator) Partitions() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.held)
+}

@@ -237,7 +237,31 @@ func (e *Env) StartCoordinator(i int) {
 	e.mu.Unlock()
 }
 
-// KillCoordinator stops coordinator i as a crash would.
+// Coordinator returns coordinator i (nil while it is stopped).
+func (e *Env) Coordinator(i int) *coordinator.Coordinator {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.coords[i].c
+}
+
+// StopCoordinator stops coordinator i gracefully: it finishes the event in hand and releases its
+// partitions for the others to take.
+func (e *Env) StopCoordinator(i int) {
+	e.mu.Lock()
+	s := e.coords[i]
+	e.coords[i] = &coordSlot{}
+	e.mu.Unlock()
+	if s.c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.c.Stop(ctx)
+	s.nc.Close()
+}
+
+// KillCoordinator stops coordinator i as a crash would: its connection closes first, so its
+// leases are not released and expire after the lease TTL.
 func (e *Env) KillCoordinator(i int) {
 	e.mu.Lock()
 	s := e.coords[i]
