@@ -26,6 +26,7 @@ type options struct {
 	ackWait, leaseTTL     time.Duration
 	timeout               time.Duration
 	maxConcurrent         int
+	clusterNodes          int
 	logger                *slog.Logger
 }
 
@@ -46,6 +47,10 @@ func WithLeaseTTL(d time.Duration) Option { return func(o *options) { o.leaseTTL
 // WithTimeout bounds how long Run waits for a result (default 60s).
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
+// WithCluster runs a cluster of n embedded NATS servers (n >= 3) instead of one, with every
+// stream and bucket replicated 3 times: the production topology, for fault tests.
+func WithCluster(n int) Option { return func(o *options) { o.clusterNodes = n } }
+
 // WithMaxConcurrent sets each worker's MaxConcurrent.
 func WithMaxConcurrent(n int) Option { return func(o *options) { o.maxConcurrent = n } }
 
@@ -56,10 +61,12 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 type Env struct {
 	t    testing.TB
 	opts options
-	dir  string
-	srv  *embedded.Server
-	nc   *nats.Conn
-	cl   *client.Client
+	dir      string
+	srv      *embedded.Server
+	cluster  *embedded.Cluster
+	replicas int
+	nc       *nats.Conn
+	cl       *client.Client
 
 	mu      sync.Mutex
 	regs    []func(*worker.Worker)
@@ -89,19 +96,23 @@ func New(t testing.TB, opts ...Option) *Env {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e := &Env{t: t, opts: o, dir: t.TempDir()}
-	srv, err := embedded.Start(embedded.Options{StoreDir: e.dir})
-	if err != nil {
+	var err error
+	if o.clusterNodes > 0 {
+		if e.cluster, err = embedded.StartCluster(e.dir, o.clusterNodes); err != nil {
+			t.Fatalf("durabletest: %v", err)
+		}
+		e.replicas = 3
+	} else if e.srv, err = embedded.Start(embedded.Options{StoreDir: e.dir}); err != nil {
 		t.Fatalf("durabletest: %v", err)
 	}
-	e.srv = srv
 	t.Cleanup(e.close)
-	e.nc = e.connect("client")
-	if e.cl, err = client.New(e.nc); err != nil {
-		t.Fatalf("durabletest: %v", err)
-	}
 	for range o.coordinators {
 		e.coords = append(e.coords, &coordSlot{})
 		e.StartCoordinator(len(e.coords) - 1)
+	}
+	e.nc = e.connect("client")
+	if e.cl, err = client.New(e.nc); err != nil {
+		t.Fatalf("durabletest: %v", err)
 	}
 	for range o.workers {
 		e.AddWorker()
@@ -111,7 +122,7 @@ func New(t testing.TB, opts ...Option) *Env {
 
 func (e *Env) connect(name string) *nats.Conn {
 	e.t.Helper()
-	nc, err := nats.Connect(e.srv.URL(), nats.Name(name), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(e.URL(), nats.Name(name), nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {
 		e.t.Fatalf("durabletest: connect: %v", err)
@@ -153,8 +164,16 @@ func (e *Env) Client() *client.Client { return e.cl }
 // Conn is the client's NATS connection.
 func (e *Env) Conn() *nats.Conn { return e.nc }
 
-// URL is the embedded server's nats:// URL.
-func (e *Env) URL() string { return e.srv.URL() }
+// URL is the embedded server's nats:// URL (with a cluster: every node's, comma-separated).
+func (e *Env) URL() string {
+	if e.cluster != nil {
+		return e.cluster.URL()
+	}
+	return e.srv.URL()
+}
+
+// Cluster is the embedded cluster (nil unless WithCluster).
+func (e *Env) Cluster() *embedded.Cluster { return e.cluster }
 
 // Timeout is the bound Run puts on a wait for a result.
 func (e *Env) Timeout() time.Duration { return e.opts.timeout }
@@ -174,7 +193,7 @@ func (e *Env) StartWorker(i int) {
 	e.t.Helper()
 	nc := e.connect(fmt.Sprintf("worker-%d", i))
 	w, err := worker.New(nc, &worker.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("worker", i),
-		MaxConcurrent: e.opts.maxConcurrent})
+		MaxConcurrent: e.opts.maxConcurrent, Replicas: e.replicas})
 	if err != nil {
 		e.t.Fatalf("durabletest: %v", err)
 	}
@@ -225,7 +244,7 @@ func (e *Env) StartCoordinator(i int) {
 	e.t.Helper()
 	nc := e.connect(fmt.Sprintf("coordinator-%d", i))
 	c, err := coordinator.New(nc, &coordinator.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("coordinator", i),
-		LeaseTTL: e.opts.leaseTTL})
+		LeaseTTL: e.opts.leaseTTL, Replicas: e.replicas})
 	if err != nil {
 		e.t.Fatalf("durabletest: %v", err)
 	}
@@ -277,9 +296,12 @@ func (e *Env) KillCoordinator(i int) {
 }
 
 // RestartServer stops the embedded NATS server and starts it again on the same port and store,
-// as a crash and restart would. Every connection reconnects by itself.
+// as a crash and restart would. Every connection reconnects by itself. (Single server only.)
 func (e *Env) RestartServer() {
 	e.t.Helper()
+	if e.srv == nil {
+		e.t.Fatal("durabletest: RestartServer needs a single server; use Cluster().StopNode with WithCluster")
+	}
 	if err := e.srv.Restart(); err != nil {
 		e.t.Fatalf("durabletest: restart server: %v", err)
 	}
@@ -303,6 +325,12 @@ func (e *Env) close() {
 		}
 	}
 	wg.Wait()
-	e.nc.Close()
-	e.srv.Shutdown()
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.cluster != nil {
+		e.cluster.Shutdown()
+	} else {
+		e.srv.Shutdown()
+	}
 }
