@@ -233,7 +233,7 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 			continue
 		}
 		for _, r := range refs {
-			_ = r.msg.Ack()
+			ack(r.msg)
 		}
 	}
 }

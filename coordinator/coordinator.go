@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
+	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -275,9 +276,7 @@ func (c *Coordinator) handleEvent(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
-	if err := msg.Ack(); err != nil && ctx.Err() == nil {
-		c.log.Debug("ack failed; the event will be redelivered and applied again", "error", err)
-	}
+	ack(msg)
 }
 
 var errInvalid = errors.New("coordinator: invalid event")
@@ -436,3 +435,11 @@ func sleep(ctx context.Context, d time.Duration) {
 // fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
 // is also how long a consumer may stay deaf after one.
 const fetchExpiry = time.Second
+
+// ack acknowledges a message unless a fault test drops the ack; a lost ack means a redelivery,
+// which every handler here takes as a no-op.
+func ack(msg jetstream.Msg) {
+	if !faults.DropAck(msg.Subject()) {
+		_ = msg.Ack()
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/internal/engine"
+	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -346,7 +347,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	if n := len(task.Path); n > 0 {
 		b, abandoned := w.cache.lookup(engine.BatchKey(task.ExecutionID, task.Path[n-1].OpID))
 		if abandoned {
-			_ = msg.Ack()
+			ack(msg)
 			return
 		}
 		cached = b
@@ -370,12 +371,12 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			return
 		}
 		if exec.Status.Terminal() {
-			_ = msg.Ack() // a late duplicate: the execution is over
+			ack(msg) // a late duplicate: the execution is over
 			return
 		}
 		input = exec.Input
 	}
-	var loaded []engine.Loaded
+	var loaded []engine.Loaded // nil: not read; empty: read, and none
 	if cached == nil || !task.Fresh || redelivered(msg) {
 		// A branch's first run on a worker that knows its batch reads nothing: it has no
 		// checkpoints yet. Everything else replays over what is stored.
@@ -396,7 +397,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
 	defer unregister()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: loaded != nil}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)
@@ -409,7 +410,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		w.retryLater(msg, log, out.Cause)
 		return
 	case engine.BranchDone, engine.Abandoned:
-		_ = msg.Ack()
+		ack(msg)
 		return
 	case engine.Completed:
 		ended.Outcome, ended.Result = messages.OutcomeCompleted, out.Result
@@ -479,7 +480,7 @@ func (w *Worker) report(msg jetstream.Msg, log *slog.Logger, ended *messages.Inv
 		w.retryLater(msg, log, err)
 		return
 	}
-	_ = msg.Ack()
+	ack(msg)
 }
 
 func (w *Worker) retryLater(msg jetstream.Msg, log *slog.Logger, err error) {
@@ -523,3 +524,10 @@ func sleep(ctx context.Context, d time.Duration) {
 // fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
 // is also how long a worker may stay deaf after one.
 const fetchExpiry = time.Second
+
+// ack acknowledges a task unless a fault test drops the ack.
+func ack(msg jetstream.Msg) {
+	if !faults.DropAck(msg.Subject()) {
+		_ = msg.Ack()
+	}
+}

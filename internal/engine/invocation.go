@@ -69,6 +69,7 @@ type Invocation struct {
 	now    func() time.Time
 	path   []messages.BranchRef
 	cache  BranchCache
+	listed bool
 
 	mu        sync.Mutex
 	records   map[string]*record
@@ -91,6 +92,10 @@ type Config struct {
 	// Cache keeps the branch lists that replays build, so later branches of the same batch run
 	// without replaying the handler. Nil: no cache.
 	Cache BranchCache
+	// Listed says the checkpoints were read from the store for this run. A listing can miss a
+	// record rewritten while it ran, so before an operation with no record runs for real, a
+	// listed invocation reads that one record again.
+	Listed bool
 }
 
 // Loaded is a checkpoint as read from the store.
@@ -109,6 +114,7 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 		now:     cfg.Now,
 		path:    cfg.Path,
 		cache:   cfg.Cache,
+		listed:  cfg.Listed,
 		records: make(map[string]*record, len(checkpoints)),
 	}
 	if inv.logger == nil {
@@ -289,6 +295,11 @@ func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name s
 	if err != nil {
 		return nil, err
 	}
+	if r == nil && inv.listed {
+		if r = inv.reload(op); r != nil {
+			return inv.visit(c, op, kind, name)
+		}
+	}
 	if r == nil && c.depth < len(inv.path) && kind != messages.OpParallel {
 		// Replaying towards a branch, every operation before the batch has a checkpoint.
 		inv.diverged(&NonDeterminismError{ExecutionID: inv.execID, OpID: op,
@@ -344,6 +355,23 @@ func (inv *Invocation) commit(cp *messages.Checkpoint, prev *record) *record {
 		inv.fail(fmt.Errorf("engine: checkpoint %s: %w", key, err))
 	}
 	return inv.remember(&record{cp: stored, rev: e.Revision})
+}
+
+// reload reads the record of op from the store: nil if it has none.
+func (inv *Invocation) reload(op string) *record {
+	key := messages.CheckpointKey(inv.execID, op)
+	e, err := inv.store.Get(inv.ctx, key)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		inv.fail(fmt.Errorf("engine: read checkpoint %s: %w", key, err))
+	}
+	cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+	if err != nil {
+		inv.fail(fmt.Errorf("engine: checkpoint %s: %w", key, err))
+	}
+	return inv.remember(&record{cp: cp, rev: e.Revision})
 }
 
 func (inv *Invocation) remember(r *record) *record {

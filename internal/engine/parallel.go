@@ -53,7 +53,11 @@ type BatchOutcome struct {
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
-	r := b.inv.lookup(messages.BranchRecordID(b.inv.execID, b.op, i))
+	id := messages.BranchRecordID(b.inv.execID, b.op, i)
+	r := b.inv.lookup(id)
+	if r == nil {
+		r = b.inv.reload(id) // not in the listing: rewritten while it was read
+	}
 	if r == nil {
 		return nil
 	}
