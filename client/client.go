@@ -119,27 +119,41 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 	return id, nil
 }
 
+var errUnreadable = errors.New("client: unreadable record")
+
+// resultRound bounds one watch in Result.
+const resultRound = 3 * time.Second
+
 // Result waits until the execution ends and decodes its result into out (a pointer; nil to
 // discard). A failed execution returns *ExecutionError. If ctx ends first, the error names the
 // function and says whether any worker has registered it.
 func (c *Client) Result(ctx context.Context, executionID string, out any) error {
 	var final *messages.Execution
-	err := c.execs.Watch(ctx, executionID, func(e kvstore.Entry) (bool, error) {
+	check := func(e kvstore.Entry) (bool, error) {
 		x, err := messages.DecodeAs[*messages.Execution](e.Value)
 		if err != nil {
-			return false, fmt.Errorf("client: execution %s: %w", executionID, err)
+			return false, fmt.Errorf("%w: execution %s: %w", errUnreadable, executionID, err)
 		}
 		if x.Status.Terminal() {
 			final = x
 			return true, nil
 		}
 		return false, nil
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return c.waitError(executionID, err)
+	}
+	// Watch the record, in rounds: a watch does not always survive the loss of the server it was
+	// served by, so each round ends after resultRound, and the next starts from the current value.
+	for final == nil {
+		round, cancel := context.WithTimeout(ctx, resultRound)
+		err := c.execs.Watch(round, executionID, check)
+		cancel()
+		switch {
+		case final != nil:
+		case ctx.Err() != nil:
+			return c.waitError(executionID, ctx.Err())
+		case errors.Is(err, errUnreadable):
+			return err
 		}
-		return err
+		// Otherwise the round ended, or the watch broke: start another.
 	}
 	if final.Status == messages.ExecutionFailed {
 		ee := &ExecutionError{ExecutionID: final.ID, Function: final.Function}

@@ -19,7 +19,7 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 3-node cluster takes seconds to form")
 	}
-	env := durabletest.New(t, durabletest.WithCluster(3), durabletest.WithWorkers(2))
+	env := durabletest.New(t, durabletest.WithCluster(3), durabletest.WithWorkers(2), durabletest.WithLogger(testLogger()))
 	l := newStepLedger()
 	durabletest.Register(env, "squares", batchHandler(l))
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
@@ -45,7 +45,10 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 	env.Cluster().StopNode(leader)
 
 	var got string
-	require.NoError(t, env.Client().Result(ctx, id, &got))
+	if err := env.Client().Result(ctx, id, &got); err != nil {
+		dump(t, js, id)
+		t.Fatal(err)
+	}
 	var res struct {
 		SuccessCount, FailureCount, TotalCount int
 	}
@@ -58,4 +61,37 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 	got2, err := durabletest.Run[string](env, "squares", "")
 	require.NoError(t, err)
 	require.JSONEq(t, got, got2, "a run after the node came back gives the same result")
+}
+
+func dump(t *testing.T, js jetstream.JetStream, id string) {
+	ctx := context.Background()
+	for _, stream := range []string{messages.EventStream, messages.TaskStream, messages.CheckpointStream} {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Logf("stream %s: %v", stream, err)
+			continue
+		}
+		si, _ := st.Info(ctx)
+		t.Logf("stream %s: msgs=%d leader=%s", stream, si.State.Msgs, si.Cluster.Leader)
+		for name := range st.ConsumerNames(ctx).Name() {
+			cons, err := st.Consumer(ctx, name)
+			if err != nil {
+				t.Logf("  consumer %s: %v", name, err)
+				continue
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				t.Logf("  consumer %s: %v", name, err)
+				continue
+			}
+			if info.NumPending+uint64(info.NumAckPending)+uint64(info.NumRedelivered) > 0 {
+				t.Logf("  consumer %s: pending=%d ackpending=%d redelivered=%d waiting=%d leader=%s", name, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Cluster.Leader)
+			}
+		}
+	}
+	kv, _ := js.KeyValue(ctx, messages.BatchBucket)
+	if e, err := kv.Get(ctx, id+".1"); err == nil {
+		b, err := messages.DecodeAs[*messages.Batch](e.Value()[1:])
+		t.Logf("batch: %+v %v", b, err)
+	}
 }

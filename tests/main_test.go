@@ -3,11 +3,23 @@
 package tests
 
 import (
+	"log/slog"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/jetflow/jetflow/durabletest"
 )
+
+// testLogger is where services log in a test: nowhere, unless JETFLOW_TEST_LOG names a level
+// (debug, info, warn), then stderr.
+func testLogger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("JETFLOW_TEST_LOG"))); err != nil || os.Getenv("JETFLOW_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }

@@ -94,20 +94,28 @@ func (s *Server) startNoWait() error {
 	return nil
 }
 
+// waitReady waits until every running node's JetStream is current and the meta leader sees every
+// running node online (before that, placing a replicated stream can fail for want of peers).
 func (c *Cluster) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		ready := true
+		current, running, peers := true, 0, -1
 		c.mu.Lock()
 		for _, s := range c.nodes {
 			s.mu.Lock()
-			if s.srv != nil && !s.srv.JetStreamIsCurrent() {
-				ready = false
+			if s.srv != nil {
+				running++
+				if !s.srv.JetStreamIsCurrent() {
+					current = false
+				}
+				if s.srv.JetStreamIsLeader() {
+					peers = len(s.srv.JetStreamClusterPeers())
+				}
 			}
 			s.mu.Unlock()
 		}
 		c.mu.Unlock()
-		if ready {
+		if current && peers == running {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
