@@ -49,7 +49,9 @@ func (c *Coordinator) openBatch(ctx context.Context, eff lifecycle.OpenBatch) er
 			return fmt.Errorf("coordinator: batch %s: %w", key, err)
 		}
 		if b.Completed {
-			return nil
+			// Completed at opening (no branches, say), perhaps with a crash before the effects:
+			// completing again is idempotent.
+			return c.completeBatch(ctx, b)
 		}
 		var tasks []*messages.RunTask
 		batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
@@ -225,7 +227,8 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 	}
 	for _, key := range order {
 		refs := groups[key]
-		if err := c.applyOutcomes(ctx, cache, key, refs); err != nil {
+		early, err := c.applyOutcomes(ctx, cache, key, refs)
+		if err != nil {
 			cache.drop(key)
 			for _, r := range refs {
 				c.retryLater(ctx, r.msg, err)
@@ -233,28 +236,35 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 			continue
 		}
 		for _, r := range refs {
+			if early[r.index] {
+				_ = r.msg.NakWithDelay(100 * time.Millisecond) // ahead of the state: again later
+				continue
+			}
 			ack(r.msg)
 		}
 	}
 }
 
-func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key string, refs []outcomeRef) error {
+// applyOutcomes folds refs into their batch and returns the branches whose outcomes came ahead of
+// the stored state (to be applied again later).
+func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key string, refs []outcomeRef) (map[int]bool, error) {
 	cb, err := c.loadBatch(ctx, cache, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cb.state.Completed {
-		return nil // late outcomes of abandoned branches: neither recorded in the result nor counted
+		return nil, nil // late outcomes of abandoned branches: neither recorded in the result nor counted
 	}
 	// Fold into a copy, so that a failure below leaves the cached state as stored.
 	b := *cb.state
 	b.Done, b.FailedBits = append([]byte(nil), b.Done...), append([]byte(nil), b.FailedBits...)
 	var tasks []*messages.RunTask
 	complete := false
+	var early map[int]bool
 	for _, r := range refs {
 		value, err := c.ckpts.Unframe(ctx, r.msg.Subject(), r.msg.Data())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cp, err := messages.DecodeAs[*messages.Checkpoint](value)
 		if err != nil {
@@ -262,6 +272,12 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key 
 			cp = &messages.Checkpoint{Status: messages.OpFailed}
 		}
 		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
+		if d.Early {
+			if early == nil {
+				early = map[int]bool{}
+			}
+			early[r.index] = true
+		}
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
 			tasks = append(tasks, branchTask(&b, i))
 		}
@@ -270,23 +286,23 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key 
 		}
 	}
 	if err := c.publishTasks(ctx, tasks); err != nil {
-		return err
+		return nil, err
 	}
 	if complete {
 		if err := c.completeBatch(ctx, &b); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	rev, err := c.batches.Update(ctx, key, messages.MustEncode(&b), cb.rev)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if b.Completed {
 		cache.drop(key)
 	} else {
 		cache.put(key, &cachedBatch{state: &b, rev: rev})
 	}
-	return nil
+	return early, nil
 }
 
 func (c *Coordinator) loadBatch(ctx context.Context, cache *batchCache, key string) (*cachedBatch, error) {

@@ -15,6 +15,10 @@ type Decision struct {
 	// Complete is set once, by the event that met the completion policy.
 	Complete bool
 	Reason   messages.CompletionReason
+	// Early is set for the outcome of a branch this state has not dispatched yet. It happens when
+	// a crash lost the state write that followed a dispatch: the shell keeps the outcome and
+	// applies it again later, once the state has caught up (or the batch has completed).
+	Early bool
 }
 
 // Dispatches reports how many branches to dispatch.
@@ -27,11 +31,14 @@ func Open(executionID, function string, req messages.ParallelRequest) (*messages
 }
 
 // Apply folds one branch outcome into b (modifying it) and returns what follows. An outcome for a
-// branch that was never dispatched, that already finished, or that arrives after completion
-// changes nothing (invariants 3 and 5).
+// branch that already finished, or that arrives after completion, changes nothing (invariants 3
+// and 5); one for a branch not yet dispatched changes nothing and is Early.
 func Apply(b *messages.Batch, index int, failed bool) Decision {
-	if b.Completed || index < 0 || index >= b.Next || Bit(b.Done, index) {
+	if b.Completed || index < 0 || Bit(b.Done, index) {
 		return Decision{}
+	}
+	if index >= b.Next {
+		return Decision{Early: true}
 	}
 	b.Done = SetBit(b.Done, index)
 	if failed {

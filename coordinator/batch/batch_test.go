@@ -66,7 +66,7 @@ func TestDecisions(t *testing.T) {
 		{"min successful larger than n never fires", withMin(cfg(2, 0), 5), []step{ok(0), ok(1)}, Decision{Complete: true, Reason: messages.ReasonAllCompleted}, 2, messages.ReasonAllCompleted},
 		{"min with count: failure first", withTC(withMin(cfg(5, 1), 3), 1), []step{ok(0), fail(1), fail(2)}, Decision{Complete: true, Reason: messages.ReasonFailureToleranceExceeded}, 3, messages.ReasonFailureToleranceExceeded},
 		{"duplicate outcome changes nothing", cfg(3, 1), []step{ok(0), ok(0)}, Decision{}, 2, 0},
-		{"outcome of an undispatched branch changes nothing", cfg(3, 1), []step{ok(2)}, Decision{}, 1, 0},
+		{"outcome of an undispatched branch changes nothing and is early", cfg(3, 1), []step{ok(2)}, Decision{Early: true}, 1, 0},
 		{"outcome after completion changes nothing", cfg(2, 0), []step{fail(0), ok(1)}, Decision{}, 2, messages.ReasonFailureToleranceExceeded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
