@@ -86,9 +86,9 @@ func (s *Server) startNoWait() error {
 		return fmt.Errorf("embedded: %w", err)
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return errors.New("embedded: node not ready after 10s")
+		return errors.New("embedded: node not ready after 30s")
 	}
 	s.srv = srv
 	return nil
