@@ -137,11 +137,17 @@ func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTas
 		}
 		futures = append(futures, f)
 	}
+	// A PubAck can be lost when a stream's leader changes; the JetStream context times such
+	// futures out (WithPublishAsyncTimeout), and this bound is the last resort.
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			return fmt.Errorf("coordinator: dispatch: %w", err)
+		case <-deadline.C:
+			return errors.New("coordinator: dispatch: no PubAck within 15s")
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -124,7 +124,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.started {
 		return errors.New("coordinator: already started")
 	}
-	js, err := jetstream.New(c.nc)
+	js, err := jetstream.New(c.nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}

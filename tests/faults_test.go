@@ -111,7 +111,9 @@ func undisturbedWide(n int) string {
 func TestKillWorkersDuringAWideParallel(t *testing.T) {
 	const n, mc, kills = 1000, 40, 20
 	rng := rand.New(rand.NewPCG(seed(t), 1))
-	env := durabletest.New(t, durabletest.WithWorkers(3))
+	// An ack wait long enough that a worker busy on a loaded machine is not presumed dead: a
+	// presumed-dead worker's step may legitimately run twice (before its checkpoint exists).
+	env := durabletest.New(t, durabletest.WithWorkers(3), durabletest.WithAckWait(3*time.Second))
 	l, g := newStepLedger(), &distinct{}
 	durabletest.Register(env, "wide", wideHandler(l, g, n, mc, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*env.Timeout())
