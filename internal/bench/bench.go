@@ -28,10 +28,13 @@ type Options struct {
 	Logger     *slog.Logger
 	// Scale divides every workload's size (tests use it to run the bench quickly); default 1.
 	Scale int
+	// AckWait is the workers' ack wait: how long a killed worker's tasks wait before another takes
+	// them (W5). Default 5s.
+	AckWait time.Duration
 }
 
 // All lists the workloads in the order they run.
-var All = []string{"RAW", "W1", "W2", "W3", "W4", "W1-sync"}
+var All = []string{"RAW", "W1", "W2", "W3", "W4", "W5", "W1-sync"}
 
 // Result is one workload's figures.
 type Result struct {
@@ -47,6 +50,7 @@ type Result struct {
 	P50MS          float64 `json:"p50Ms,omitempty"`
 	P99MS          float64 `json:"p99Ms,omitempty"`
 	MaxMS          float64 `json:"maxMs,omitempty"`
+	StepsRerun     int     `json:"stepsRunTwice"`
 	Note           string  `json:"note,omitempty"`
 }
 
@@ -57,6 +61,9 @@ func Run(ctx context.Context, o Options, report func(Result)) error {
 	}
 	if o.Scale < 1 {
 		o.Scale = 1
+	}
+	if o.AckWait == 0 {
+		o.AckWait = 5 * time.Second
 	}
 	want := o.Workloads
 	if len(want) == 0 {
@@ -128,6 +135,8 @@ func (b *runner) workload(ctx context.Context, w string) error {
 		return b.latency(ctx, b.n(200))
 	case "W4":
 		return b.concurrent(ctx, b.n(200), 10)
+	case "W5":
+		return b.withKill(ctx, b.n(10_000))
 	case "W1-sync":
 		if b.o.NatsURL != "" || b.o.SyncAlways {
 			return nil // only meaningful beside the embedded default
@@ -163,6 +172,51 @@ func (b *runner) parallel(ctx context.Context, name string, n, mc int, durabilit
 		r.Note = "MaxConcurrency " + strconv.Itoa(mc)
 	}
 	b.report(r)
+	return nil
+}
+
+// withKill runs W5: W1 with N = n while one of the workers is killed at half way and restarted.
+func (b *runner) withKill(ctx context.Context, n int) error {
+	if len(b.sys.workers) < 2 {
+		return fmt.Errorf("W5 needs two workers")
+	}
+	bar := b.bar(n, fmt.Sprintf("W5 N=%d", n))
+	b.sys.steps.Store(0)
+	b.sys.runsMu.Lock()
+	b.sys.runs = map[int]int{}
+	b.sys.runsMu.Unlock()
+	stop := b.follow(bar, &b.sys.steps)
+	killed := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for range t.C {
+			if b.sys.steps.Load() >= int64(n/2) || ctx.Err() != nil {
+				break
+			}
+		}
+		b.sys.killWorker(1)
+		killed <- b.sys.addWorker(ctx, 1)
+	}()
+	d, err := b.sys.run(ctx, "bench-w5", parallelInput{N: n})
+	stop()
+	b.finish(bar)
+	if kerr := <-killed; err == nil {
+		err = kerr
+	}
+	if err != nil {
+		return err
+	}
+	twice := 0
+	b.sys.runsMu.Lock()
+	for _, c := range b.sys.runs {
+		if c > 1 {
+			twice++
+		}
+	}
+	b.sys.runsMu.Unlock()
+	b.report(Result{Workload: "W5", N: n, Durability: b.durability, WallMS: ms(d), BranchesPerSec: float64(n) / d.Seconds(),
+		StepsRerun: twice, Note: "worker 1 of 2 killed at half way, restarted"})
 	return nil
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -16,7 +17,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks().
 // this checks the figures are there and sane, not how fast anything is.
 func TestEveryWorkloadRuns(t *testing.T) {
 	var got []Result
-	err := Run(context.Background(), Options{Scale: 100, Workloads: []string{"RAW", "W1", "W2", "W3", "W4"}},
+	err := Run(context.Background(), Options{Scale: 100, AckWait: time.Second, Workloads: []string{"RAW", "W1", "W2", "W3", "W4", "W5"}},
 		func(r Result) { got = append(got, r) })
 	require.NoError(t, err)
 	names := []string{}
@@ -24,7 +25,7 @@ func TestEveryWorkloadRuns(t *testing.T) {
 		names = append(names, r.Workload)
 		require.Positive(t, r.WallMS, r.Workload)
 	}
-	require.Equal(t, []string{"RAW", "W1", "W1", "W2", "W3", "W4"}, names)
+	require.Equal(t, []string{"RAW", "W1", "W1", "W2", "W3", "W4", "W5"}, names)
 	require.Positive(t, got[0].TasksPerSec)
 	require.Positive(t, got[1].BranchesPerSec)
 	require.LessOrEqual(t, got[3].MaxInFlight, 10, "W2 never has more than 10 branches in flight")

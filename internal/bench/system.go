@@ -31,6 +31,12 @@ type system struct {
 
 	steps atomic.Int64 // step bodies run, for progress
 	gauge gauge        // step bodies running at once
+
+	opts   Options
+	log    *slog.Logger
+	wconns []*nats.Conn // each worker's connection, to kill it (W5)
+	runsMu sync.Mutex
+	runs   map[int]int // W5: step bodies run, by branch
 }
 
 // payload is the 20-byte result of every branch's step (BENCH.md).
@@ -43,11 +49,12 @@ type parallelInput struct {
 }
 
 func startSystem(ctx context.Context, o Options) (*system, error) {
-	s := &system{url: o.NatsURL}
+	s := &system{url: o.NatsURL, opts: o, runs: map[int]int{}}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	s.log = log
 	if s.url == "" {
 		dir, err := os.MkdirTemp("", "jetflow-bench-")
 		if err != nil {
@@ -82,23 +89,10 @@ func startSystem(ctx context.Context, o Options) (*system, error) {
 		return nil, err
 	}
 	for i := range max(1, o.Workers) {
-		nc, err := connect(fmt.Sprintf("bench-worker-%d", i))
-		if err != nil {
+		if err := s.addWorker(ctx, i); err != nil {
 			s.stop()
 			return nil, err
 		}
-		w, err := worker.New(nc, &worker.Config{Logger: log})
-		if err != nil {
-			s.stop()
-			return nil, err
-		}
-		worker.Register(w, "bench-parallel", s.parallel)
-		worker.Register(w, "bench-check", s.check)
-		if err := w.Start(ctx); err != nil {
-			s.stop()
-			return nil, err
-		}
-		s.workers = append(s.workers, w)
 	}
 	if nc, err = connect("bench-client"); err != nil {
 		s.stop()
@@ -109,6 +103,61 @@ func startSystem(ctx context.Context, o Options) (*system, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// addWorker starts worker i (replacing a killed one) with the bench's handlers.
+func (s *system) addWorker(ctx context.Context, i int) error {
+	nc, err := nats.Connect(s.url, nats.Name(fmt.Sprintf("bench-worker-%d", i)), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("bench: connect to %s: %w", s.url, err)
+	}
+	s.conns = append(s.conns, nc)
+	w, err := worker.New(nc, &worker.Config{Logger: s.log, AckWait: s.opts.AckWait})
+	if err != nil {
+		return err
+	}
+	worker.Register(w, "bench-parallel", s.parallel)
+	worker.Register(w, "bench-check", s.check)
+	worker.Register(w, "bench-w5", s.counted)
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	for len(s.workers) <= i {
+		s.workers = append(s.workers, nil)
+		s.wconns = append(s.wconns, nil)
+	}
+	s.workers[i], s.wconns[i] = w, nc
+	return nil
+}
+
+// killWorker stops worker i as a crash would: its connection closes first.
+func (s *system) killWorker(i int) {
+	s.wconns[i].Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.workers[i].Stop(ctx)
+	s.workers[i] = nil
+}
+
+// counted is W5's handler: W1's Parallel, counting step bodies by branch.
+func (s *system) counted(ctx durable.Context, in parallelInput) (int, error) {
+	branches := make([]durable.Branch[string], in.N)
+	for i := range branches {
+		branches[i] = durable.Branch[string]{Func: func(ctx durable.Context) (string, error) {
+			return durable.Step(ctx, "work", func(durable.StepContext) (string, error) {
+				s.runsMu.Lock()
+				s.runs[i]++
+				s.runsMu.Unlock()
+				s.steps.Add(1)
+				return payload, nil
+			})
+		}}
+	}
+	res, err := durable.Parallel(ctx, "fan-out", branches)
+	if err != nil {
+		return 0, err
+	}
+	return res.SuccessCount(), nil
 }
 
 func (s *system) step(ctx durable.Context, name string) (string, error) {
@@ -170,7 +219,9 @@ func (s *system) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, w := range s.workers {
-		_ = w.Stop(ctx)
+		if w != nil {
+			_ = w.Stop(ctx)
+		}
 	}
 	if s.coord != nil {
 		_ = s.coord.Stop(ctx)
