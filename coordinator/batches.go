@@ -155,6 +155,8 @@ func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTas
 	return nil
 }
 
+var errUnreadableOutcome = errors.New("coordinator: not a branch outcome")
+
 // outcomeRef is a branch outcome message: which batch, which branch.
 type outcomeRef struct {
 	msg      jetstream.Msg
@@ -234,6 +236,15 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 	for _, key := range order {
 		refs := groups[key]
 		early, err := c.applyOutcomes(ctx, cache, key, refs)
+		if errors.Is(err, kvstore.ErrNotFound) || errors.Is(err, errUnreadableOutcome) {
+			// No batch has this key (a batch's state is stored before its first dispatch), or the
+			// record is not an outcome: nothing a retry can mend.
+			c.log.Warn("dropping branch outcomes", "batch", key, "error", err)
+			for _, r := range refs {
+				_ = r.msg.Term()
+			}
+			continue
+		}
 		if err != nil {
 			cache.drop(key)
 			for _, r := range refs {
@@ -273,9 +284,8 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key 
 			return nil, err
 		}
 		cp, err := messages.DecodeAs[*messages.Checkpoint](value)
-		if err != nil {
-			c.log.Warn("unreadable branch outcome counted as failed", "subject", r.msg.Subject(), "error", err)
-			cp = &messages.Checkpoint{Status: messages.OpFailed}
+		if err != nil || cp.OpKind != messages.OpBranch || !cp.Status.Terminal() {
+			return nil, fmt.Errorf("%w: %s: %v", errUnreadableOutcome, r.msg.Subject(), err)
 		}
 		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
 		if d.Early {

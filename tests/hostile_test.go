@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,10 +49,16 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 		{messages.TaskSubject("echo", "x"), []byte{0xc1}},
 		{messages.TaskSubject("echo", "nobody"), orphanTask},
 		{messages.TimerSubject("x", "1"), []byte("not a timer")},
+		{messages.EventSubject("nobody", "start"), messages.MustEncode(&messages.StartExecution{ExecutionID: "nobody", Function: "no-worker-has-this"})},
+		{"$KV." + messages.CheckpointBucket + ".nobody.1.0." + strconv.Itoa(messages.Partition("nobody")), []byte("not an outcome")},
 	} {
 		_, err := js.Publish(ctx, m.subject, m.data)
 		require.NoError(t, err)
 	}
+	// Core NATS: a garbage abandon notice, and a payload over the server's limit (refused at once).
+	require.NoError(t, env.Conn().Publish(messages.AbandonSubject("x"), []byte("garbage")))
+	_, err = js.Publish(ctx, messages.EventSubject("x", "start"), make([]byte, 2<<20))
+	require.Error(t, err, "an oversized payload is refused")
 
 	got, err = durabletest.Run[string](env, "echo", "after the garbage")
 	require.NoError(t, err)
@@ -59,7 +66,7 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 
 	// Every bad message was terminated: nothing is left pending on any consumer.
 	eventually(t, func() bool {
-		for _, stream := range []string{messages.EventStream, messages.TaskStream} {
+		for _, stream := range []string{messages.EventStream, messages.TaskStream, messages.CheckpointStream} {
 			st, err := js.Stream(ctx, stream)
 			if err != nil {
 				return false
@@ -70,6 +77,9 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 					return false
 				}
 				info, err := cons.Info(ctx)
+				if name == messages.ConsumerName("no-worker-has-this") {
+					continue // waits, as documented, for a worker of its function
+				}
 				if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
 					return false
 				}
