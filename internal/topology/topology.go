@@ -47,7 +47,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		sc.Storage = storage
 		sc.Replicas = o.Replicas
 		sc.Duplicates = 2 * time.Minute
-		if err := ensureStream(ctx, js, sc); err != nil {
+		if err := retry(ctx, func() error { return ensureStream(ctx, js, sc) }); err != nil {
 			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)
 		}
 	}
@@ -59,7 +59,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	}
 	for _, kc := range kvs {
 		kc.History, kc.Storage, kc.Replicas = 1, storage, o.Replicas
-		if err := ensureKV(ctx, js, kc); err != nil {
+		if err := retry(ctx, func() error { return ensureKV(ctx, js, kc) }); err != nil {
 			return fmt.Errorf("topology: bucket %s: %w", kc.Bucket, err)
 		}
 	}
@@ -72,6 +72,25 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("topology: object store %s: %w", BlobBucket, err)
 	}
 	return nil
+}
+
+// retry calls fn until it succeeds, ctx ends, or it failed 10 times: a cluster that is electing
+// leaders, or has a node down, answers "no suitable peers" or not at all for a moment.
+func retry(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := range 10 {
+		if err = fn(); err == nil || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(time.Duration(attempt+1) * 200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return err
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
