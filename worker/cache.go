@@ -12,10 +12,11 @@ import (
 // most once per worker per batch). It also remembers batches reported complete, whose remaining
 // tasks are dropped. Bounded: the least recently used entry goes first.
 type branchCache struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of string keys, most recent at the front
-	m     map[string]*cacheEntry
+	mu      sync.Mutex
+	max     int
+	order   *list.List // of string keys, most recent at the front
+	m       map[string]*cacheEntry
+	pending map[string]chan struct{} // batches being replayed to: closed when they are cached
 }
 
 type cacheEntry struct {
@@ -25,7 +26,7 @@ type cacheEntry struct {
 }
 
 func newBranchCache(max int) *branchCache {
-	return &branchCache{max: max, order: list.New(), m: map[string]*cacheEntry{}}
+	return &branchCache{max: max, order: list.New(), m: map[string]*cacheEntry{}, pending: map[string]chan struct{}{}}
 }
 
 // Get implements engine.BranchCache.
@@ -46,10 +47,39 @@ func (c *branchCache) lookup(key string) (*engine.CachedBatch, bool) {
 	return e.batch, e.abandoned
 }
 
+// claim makes the caller the one that replays to batch key, unless another already does: then it
+// returns a channel closed once that replay has cached the batch (or given up). Without this, a
+// worker that meets a batch's branches for the first time would replay the handler, and read
+// every checkpoint of the execution, once per branch task in hand instead of once.
+func (c *branchCache) claim(key string) (wait <-chan struct{}, leader bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch, ok := c.pending[key]; ok {
+		return ch, false
+	}
+	c.pending[key] = make(chan struct{})
+	return nil, true
+}
+
+// release ends a claim (the replay cached the batch, or could not).
+func (c *branchCache) release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.releaseLocked(key)
+}
+
+func (c *branchCache) releaseLocked(key string) {
+	if ch, ok := c.pending[key]; ok {
+		close(ch)
+		delete(c.pending, key)
+	}
+}
+
 // Put implements engine.BranchCache.
 func (c *branchCache) Put(key string, b *engine.CachedBatch) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.releaseLocked(key)
 	if e := c.m[key]; e != nil {
 		if !e.abandoned {
 			e.batch = b

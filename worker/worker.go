@@ -345,7 +345,21 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	// A branch of a batch this worker has replayed to runs straight from the cached branch list.
 	var cached *engine.CachedBatch
 	if n := len(task.Path); n > 0 {
-		b, abandoned := w.cache.lookup(engine.BatchKey(task.ExecutionID, task.Path[n-1].OpID))
+		key := engine.BatchKey(task.ExecutionID, task.Path[n-1].OpID)
+		b, abandoned := w.cache.lookup(key)
+		if b == nil && !abandoned {
+			// Another task of this batch may be replaying to it right now: wait for its branch
+			// list rather than replay too.
+			if wait, leader := w.cache.claim(key); leader {
+				defer w.cache.release(key)
+			} else {
+				select {
+				case <-wait:
+				case <-w.invCtx.Done():
+				}
+				b, abandoned = w.cache.lookup(key)
+			}
+		}
 		if abandoned {
 			ack(msg)
 			return
@@ -376,10 +390,16 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		}
 		input = exec.Input
 	}
-	var loaded []engine.Loaded // nil: not read; empty: read, and none
-	if cached == nil || !task.Fresh || redelivered(msg) {
-		// A branch's first run on a worker that knows its batch reads nothing: it has no
-		// checkpoints yet. Everything else replays over what is stored.
+	// What to read before running. A branch of a batch this worker knows runs straight from the
+	// cached branch list: on its first run it has no checkpoints and reads nothing; run again (a
+	// redelivery, a resume after a wait) it reads each of its operations' records as it reaches
+	// them. Anything else replays the handler over every stored checkpoint of the execution.
+	var loaded []engine.Loaded // nil: not read
+	verify := false
+	switch {
+	case cached != nil:
+		verify = !task.Fresh || redelivered(msg)
+	default:
 		if loaded, err = w.load(task.ExecutionID); err != nil {
 			var corrupt *corruptError
 			if errors.As(err, &corrupt) {
@@ -390,6 +410,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			w.retryLater(msg, log, err)
 			return
 		}
+		verify = true
 	}
 
 	runCtx, cancel := context.WithCancel(w.invCtx)
@@ -397,7 +418,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
 	defer unregister()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache, Listed: loaded != nil}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: verify}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)

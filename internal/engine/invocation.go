@@ -92,9 +92,10 @@ type Config struct {
 	// Cache keeps the branch lists that replays build, so later branches of the same batch run
 	// without replaying the handler. Nil: no cache.
 	Cache BranchCache
-	// Listed says the checkpoints were read from the store for this run. A listing can miss a
-	// record rewritten while it ran, so before an operation with no record runs for real, a
-	// listed invocation reads that one record again.
+	// Listed says this run may meet operations that already have records it was not given: the
+	// checkpoints were listed (a listing can miss a record rewritten while it ran), or not read
+	// at all for a branch run again. Before an operation with no record runs for real, such an
+	// invocation reads that one record from the store.
 	Listed bool
 }
 
