@@ -269,6 +269,12 @@ func operationTree(cps []*messages.Checkpoint) []*Operation {
 		}
 		return op
 	}
+	// A branch's first-try steps are stored inside its outcome record.
+	var inner []*messages.Checkpoint
+	for _, cp := range cps {
+		inner = append(inner, cp.Inner...)
+	}
+	cps = append(cps, inner...)
 	for _, cp := range cps {
 		if cp.OpKind == messages.OpBranch { // "<op>.<index>.<partition>"
 			parts := strings.Split(cp.OpID, ".")

@@ -59,8 +59,8 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 
 // Env is a running test environment.
 type Env struct {
-	t    testing.TB
-	opts options
+	t        testing.TB
+	opts     options
 	dir      string
 	srv      *embedded.Server
 	cluster  *embedded.Cluster

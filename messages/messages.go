@@ -385,6 +385,9 @@ type Checkpoint struct {
 	Summary *BatchSummary `msgpack:"bs,omitempty"`
 	IsMap   bool          `msgpack:"mp,omitempty"`
 	Flat    bool          `msgpack:"fl,omitempty"`
+	// Inner, on a branch outcome: the branch's own checkpoints that were written with it rather
+	// than one by one (steps that succeeded at the first try), so that a branch costs one write.
+	Inner []*Checkpoint `msgpack:"in,omitempty"`
 }
 
 func (*StartExecution) kind() Kind  { return KindStartExecution }

@@ -20,7 +20,7 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 		t.Skip("a 3-node cluster takes seconds to form")
 	}
 	env := durabletest.New(t, durabletest.WithCluster(3), durabletest.WithWorkers(2), durabletest.WithLogger(testLogger()))
-	l := newStepLedger()
+	l := newStepLedger(env)
 	durabletest.Register(env, "squares", batchHandler(l))
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
 	defer cancel()

@@ -49,7 +49,7 @@ func TestCoordinatorFailover(t *testing.T) {
 	env := durabletest.New(t, durabletest.WithCoordinators(2), durabletest.WithWorkers(2))
 	eventually(t, func() bool { return shared(partitionsOf(env, 2), 2) }, "two coordinators to split the partitions")
 
-	l := newStepLedger()
+	l := newStepLedger(env)
 	durabletest.Register(env, "squares", batchHandler(l))
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
 	defer cancel()

@@ -65,17 +65,17 @@ func wideHandler(l *stepLedger, g *distinct, n, mc int, waitEvery int) func(dura
 		branches := make([]durable.Branch[int], n)
 		for i := range branches {
 			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
+				exec := bctx.ExecutionID()
 				v, err := durable.Step(bctx, "square", func(sc durable.StepContext) (int, error) {
 					g.enter(i)
 					defer g.leave(i)
-					l.body(i)
+					l.body(exec, i)
 					hold(sc, time.Millisecond)
 					return i * i, nil
 				})
 				if err != nil {
 					return 0, err
 				}
-				l.stepReturned(i)
 				if waitEvery > 0 && i%waitEvery == 0 {
 					if err := durable.Wait(bctx, "pause", 5*time.Millisecond); err != nil {
 						return 0, err
@@ -114,7 +114,7 @@ func TestKillWorkersDuringAWideParallel(t *testing.T) {
 	// An ack wait long enough that a worker busy on a loaded machine is not presumed dead: a
 	// presumed-dead worker's step may legitimately run twice (before its checkpoint exists).
 	env := durabletest.New(t, durabletest.WithWorkers(3), durabletest.WithAckWait(3*time.Second))
-	l, g := newStepLedger(), &distinct{}
+	l, g := newStepLedger(env), &distinct{}
 	durabletest.Register(env, "wide", wideHandler(l, g, n, mc, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*env.Timeout())
 	defer cancel()
@@ -173,7 +173,7 @@ func TestDuplicateAndReorderedDeliveriesCountOnce(t *testing.T) {
 	defer restore()
 
 	env := durabletest.New(t, durabletest.WithWorkers(3))
-	l, g := newStepLedger(), &distinct{}
+	l, g := newStepLedger(env), &distinct{}
 	durabletest.Register(env, "dups", wideHandler(l, g, n, mc, 7))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*env.Timeout())
 	defer cancel()

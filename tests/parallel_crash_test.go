@@ -4,47 +4,57 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/durabletest"
+	"github.com/jetflow/jetflow/messages"
 )
 
-// stepLedger tells, for each branch, how often its step body ran and whether it ran again after
-// the step had returned (which it only does once checkpointed).
+// stepLedger tells, for each branch, how often its step body ran and whether it ran although the
+// step's checkpoint already existed — alone, or inside the branch's outcome record — which must
+// never happen. It reads the checkpoints from the store when a body starts.
 type stepLedger struct {
-	mu       sync.Mutex
-	runs     map[int]int
-	returned map[int]bool
-	rerun    []int // branches whose step body ran after their checkpoint existed
-	started  chan struct{}
-	once     sync.Once
+	kv      jetstream.KeyValue
+	mu      sync.Mutex
+	runs    map[int]int
+	rerun   []int // branches whose step body ran after their checkpoint existed
+	started chan struct{}
+	once    sync.Once
 }
 
-func newStepLedger() *stepLedger {
-	return &stepLedger{runs: map[int]int{}, returned: map[int]bool{}, started: make(chan struct{})}
+func newStepLedger(env *durabletest.Env) *stepLedger {
+	js, err := jetstream.New(env.Conn())
+	if err != nil {
+		panic(err)
+	}
+	kv, err := js.KeyValue(context.Background(), messages.CheckpointBucket)
+	if err != nil {
+		panic(err)
+	}
+	return &stepLedger{kv: kv, runs: map[int]int{}, started: make(chan struct{})}
 }
 
-func (l *stepLedger) body(i int) {
+// body records a run of branch i's step (operation 1-<i+1>-1 of batch 1) in execution exec.
+func (l *stepLedger) body(exec string, i int) {
+	ctx := context.Background()
+	_, errStep := l.kv.Get(ctx, messages.CheckpointKey(exec, "1-"+strconv.Itoa(i+1)+"-1"))
+	_, errOutcome := l.kv.Get(ctx, messages.CheckpointKey(exec, messages.BranchRecordID(exec, "1", i)))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.runs[i]++
-	if l.returned[i] {
+	if errStep == nil || errOutcome == nil {
 		l.rerun = append(l.rerun, i)
 	}
 	if len(l.runs) >= 12 {
 		l.once.Do(func() { close(l.started) })
 	}
-}
-
-func (l *stepLedger) stepReturned(i int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.returned[i] = true
 }
 
 // batchHandler is a 60-branch Parallel, 6 at a time: each branch checkpoints a step, then keeps
@@ -54,14 +64,14 @@ func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
 		branches := make([]durable.Branch[int], 60)
 		for i := range branches {
 			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
+				exec := bctx.ExecutionID()
 				v, err := durable.Step(bctx, "square", func(durable.StepContext) (int, error) {
-					l.body(i)
+					l.body(exec, i)
 					return i * i, nil
 				})
 				if err != nil {
 					return 0, err
 				}
-				l.stepReturned(i)
 				hold(bctx, 10*time.Millisecond)
 				if i%7 == 3 {
 					return 0, fmt.Errorf("branch %d refuses", i)
@@ -85,14 +95,14 @@ func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
 func TestParallelSurvivesWorkerAndCoordinatorCrashes(t *testing.T) {
 	undisturbed := func() string {
 		env := durabletest.New(t)
-		durabletest.Register(env, "squares", batchHandler(newStepLedger()))
+		durabletest.Register(env, "squares", batchHandler(newStepLedger(env)))
 		got, err := durabletest.Run[string](env, "squares", "")
 		require.NoError(t, err)
 		return got
 	}()
 
 	env := durabletest.New(t, durabletest.WithWorkers(3))
-	l := newStepLedger()
+	l := newStepLedger(env)
 	durabletest.Register(env, "squares", batchHandler(l))
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
 	defer cancel()

@@ -277,51 +277,49 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 }
 
+// fetchLoop pulls the function's tasks continuously (a small prefetch buffer keeps the pipe
+// full) and runs each once a slot of MaxConcurrent is free, until ctx ends.
 func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.Consumer) {
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		// Take one slot (waiting for it), then as many more as are free, up to a batch.
-		select {
-		case w.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < 64 {
-			select {
-			case w.sem <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
-		batch, err := cons.Fetch(n, jetstream.FetchContext(fetchCtx))
-		got := 0
-		if err == nil {
-			for msg := range batch.Messages() {
-				got++
-				w.inflight.Go(func() {
-					defer func() { <-w.sem }()
-					w.handle(msg)
-				})
-			}
-			err = batch.Error()
-		}
-		cancel()
-		for range n - got {
-			<-w.sem
-		}
-		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			w.log.Debug("fetch failed; retrying", "function", function, "error", err)
+		it, err := cons.Messages(jetstream.PullMaxMessages(min(w.cfg.MaxConcurrent, prefetch)))
+		if err != nil {
+			w.log.Debug("cannot pull tasks; retrying", "function", function, "error", err)
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = 10 * time.Millisecond
+		unhook := context.AfterFunc(ctx, it.Stop)
+		for {
+			select {
+			case w.sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			msg, err := it.Next()
+			if err != nil {
+				<-w.sem
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					break
+				}
+				w.log.Debug("pulling tasks", "function", function, "error", err)
+				continue
+			}
+			w.inflight.Go(func() {
+				defer func() { <-w.sem }()
+				w.handle(msg)
+			})
+		}
+		unhook()
+		it.Stop()
 	}
 }
+
+// prefetch is how many tasks of a function a worker pulls ahead of the slots free to run them.
+const prefetch = 64
 
 func (w *Worker) handle(msg jetstream.Msg) {
 	task, err := messages.DecodeAs[*messages.RunTask](msg.Data())
@@ -541,10 +539,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
-
-// fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
-// is also how long a worker may stay deaf after one.
-const fetchExpiry = time.Second
 
 // ack acknowledges a task unless a fault test drops the ack.
 func ack(msg jetstream.Msg) {

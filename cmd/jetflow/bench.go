@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 
@@ -16,9 +17,9 @@ import (
 
 func benchCmd() *cobra.Command {
 	var (
-		workloads, jsonFile, sync, level string
-		full                             bool
-		workers                          int
+		workloads, jsonFile, sync, level, cpuProfile string
+		full                                         bool
+		workers                                      int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -45,6 +46,17 @@ func benchCmd() *cobra.Command {
 			if workloads != "" {
 				o.Workloads = strings.Split(workloads, ",")
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			var results []bench.Result
 			err := bench.Run(ctx, o, func(r bench.Result) {
 				results = append(results, r)
@@ -65,6 +77,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&sync, "sync", "default", "embedded server durability: default (periodic flush) or always (fsync every write)")
 	cmd.Flags().IntVar(&workers, "workers", 2, "workers in this process")
 	cmd.Flags().StringVar(&level, "log-level", "error", "log level of the services")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
 	return cmd
 }
 

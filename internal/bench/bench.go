@@ -160,6 +160,7 @@ func (b *runner) parallel(ctx context.Context, name string, n, mc int, durabilit
 	b.sys.gauge.reset()
 	resetPeakRSS()
 	stop := b.follow(bar, &b.sys.steps)
+	begin := time.Now()
 	d, err := b.sys.run(ctx, "bench-parallel", parallelInput{N: n, MaxConcurrency: mc})
 	stop()
 	b.finish(bar)
@@ -168,8 +169,11 @@ func (b *runner) parallel(ctx context.Context, name string, n, mc int, durabilit
 	}
 	r := Result{Workload: name, N: n, Durability: durability, WallMS: ms(d), BranchesPerSec: float64(n) / d.Seconds(),
 		PeakRSSMiB: peakRSSMiB(), MaxInFlight: b.sys.gauge.reset()}
+	first, last := time.Unix(0, b.sys.firstStep.Load()), time.Unix(0, b.sys.lastStep.Load())
+	r.Note = fmt.Sprintf("to first step %s, steps %s, after last step %s", first.Sub(begin).Round(time.Millisecond),
+		last.Sub(first).Round(time.Millisecond), begin.Add(d).Sub(last).Round(time.Millisecond))
 	if mc > 0 {
-		r.Note = "MaxConcurrency " + strconv.Itoa(mc)
+		r.Note = "MaxConcurrency " + strconv.Itoa(mc) + "; " + r.Note
 	}
 	b.report(r)
 	return nil

@@ -29,8 +29,10 @@ type system struct {
 	cl      *client.Client
 	url     string
 
-	steps atomic.Int64 // step bodies run, for progress
-	gauge gauge        // step bodies running at once
+	steps     atomic.Int64 // step bodies run, for progress
+	firstStep atomic.Int64 // when the first and the last step body ran (unix ns), for phases
+	lastStep  atomic.Int64
+	gauge     gauge // step bodies running at once
 
 	opts   Options
 	log    *slog.Logger
@@ -164,7 +166,10 @@ func (s *system) step(ctx durable.Context, name string) (string, error) {
 	return durable.Step(ctx, name, func(durable.StepContext) (string, error) {
 		s.gauge.enter()
 		defer s.gauge.leave()
-		s.steps.Add(1)
+		if s.steps.Add(1) == 1 {
+			s.firstStep.Store(time.Now().UnixNano())
+		}
+		s.lastStep.Store(time.Now().UnixNano())
 		return payload, nil
 	})
 }

@@ -73,6 +73,7 @@ type Invocation struct {
 
 	mu        sync.Mutex
 	records   map[string]*record
+	deferred  []*messages.Checkpoint // written with the branch outcome (or before anything else)
 	replaying bool
 	ended     OutcomeKind // BranchDone or Abandoned, once set
 	timers    []messages.TimerRequest
@@ -203,6 +204,7 @@ func (inv *Invocation) run(ctx context.Context, body func(*Context) ([]byte, err
 
 // suspend records that the invocation waits for t and ends the calling goroutine.
 func (inv *Invocation) suspend(t messages.TimerRequest) {
+	inv.flush()
 	t.Path = inv.path
 	inv.mu.Lock()
 	inv.timers = append(inv.timers, t)
@@ -212,6 +214,7 @@ func (inv *Invocation) suspend(t messages.TimerRequest) {
 
 // await records that the invocation waits for the batch p and ends the calling goroutine.
 func (inv *Invocation) await(p messages.ParallelRequest) {
+	inv.flush()
 	p.Path = inv.path
 	inv.mu.Lock()
 	inv.parallels = append(inv.parallels, p)
@@ -330,6 +333,41 @@ func (inv *Invocation) lookup(op string) *record {
 // commit writes cp over prev (nil: the first write). It returns what is stored afterwards: cp, or
 // the record another writer stored first, which the caller then adopts.
 func (inv *Invocation) commit(cp *messages.Checkpoint, prev *record) *record {
+	inv.flush()
+	return inv.write(cp, prev)
+}
+
+// deferWrite keeps cp, the first record of its operation, to be written later: with the branch's
+// outcome, or before any other write or a suspension. Only branch invocations defer; a crash
+// before the write runs the operation again, as a crash before any checkpoint does.
+func (inv *Invocation) deferWrite(cp *messages.Checkpoint) *record {
+	inv.mu.Lock()
+	inv.deferred = append(inv.deferred, cp)
+	inv.mu.Unlock()
+	return inv.remember(&record{cp: cp})
+}
+
+// flush writes the deferred records one by one.
+func (inv *Invocation) flush() {
+	inv.mu.Lock()
+	pending := inv.deferred
+	inv.deferred = nil
+	inv.mu.Unlock()
+	for _, cp := range pending {
+		inv.write(cp, nil)
+	}
+}
+
+// takeDeferred returns the deferred records and forgets them (they go into the branch outcome).
+func (inv *Invocation) takeDeferred() []*messages.Checkpoint {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	d := inv.deferred
+	inv.deferred = nil
+	return d
+}
+
+func (inv *Invocation) write(cp *messages.Checkpoint, prev *record) *record {
 	data := messages.MustEncode(cp)
 	key := messages.CheckpointKey(inv.execID, cp.OpID)
 	var (

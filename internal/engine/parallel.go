@@ -113,6 +113,9 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 // runBranch runs branch idx of batch op in a context under parent, records its outcome, and ends
 // the invocation.
 func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedBatch) {
+	if id := messages.BranchRecordID(inv.execID, op, idx); inv.lookup(id) != nil || (inv.listed && inv.reload(id) != nil) {
+		inv.end(BranchDone) // finished already (its outcome holds the checkpoints of its first tries)
+	}
 	bc := newContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
 	bc.depth = parent.depth + 1
 	bc.logger = parent.logger.With("batch", op, "branch", idx)
@@ -132,7 +135,8 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 		cp.Status, cp.Result = messages.OpSucceeded, out
 	}
 	if prev := inv.lookup(cp.OpID); prev == nil {
-		inv.commit(cp, nil) // on a conflict the first writer's outcome stands
+		cp.Inner = inv.takeDeferred()
+		inv.write(cp, nil) // on a conflict the first writer's outcome stands
 	}
 	inv.end(BranchDone)
 }

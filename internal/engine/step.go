@@ -123,9 +123,14 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 		// failure may be ours, and an abandoned branch's outcome counts for nothing.
 		inv.interrupted(c, op)
 		if err == nil {
-			r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
+			cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
 				Status: messages.OpSucceeded, Result: out, Attempt: attempt, StartedAt: started,
-				EndedAt: inv.now().UnixNano()}, r)
+				EndedAt: inv.now().UnixNano()}
+			if r == nil && len(inv.path) > 0 {
+				r = inv.deferWrite(cp) // a branch's first-try step rides on its outcome record
+			} else {
+				r = inv.commit(cp, r)
+			}
 			continue
 		}
 		retryable := p.RetryIf == nil || p.RetryIf(err)
