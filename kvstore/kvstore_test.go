@@ -20,7 +20,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }
 
-func openStore(t *testing.T) *kvstore.Store {
+func openStore(t testing.TB) *kvstore.Store {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
 	require.NoError(t, err)

@@ -116,3 +116,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncodeDecode(b *testing.B) {
+	task := &RunTask{ExecutionID: "IklKRew6h1TGPdqmnQJH66", Function: "check-services", TaskID: "b.1.7", Fresh: true,
+		Path: []BranchRef{{OpID: "1", Index: 7}}}
+	cp := &Checkpoint{OpID: "1.7.3", OpKind: OpBranch, Status: OpSucceeded, Result: []byte("0123456789abcdefghij"),
+		Inner: []*Checkpoint{{OpID: "1-8-1", OpKind: OpStep, Name: "work", Status: OpSucceeded, Result: []byte("0123456789abcdefghij")}}}
+	b.Run("RunTask", func(b *testing.B) {
+		for b.Loop() {
+			data := MustEncode(task)
+			if _, err := DecodeAs[*RunTask](data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("BranchOutcome", func(b *testing.B) {
+		for b.Loop() {
+			data := MustEncode(cp)
+			if _, err := DecodeAs[*Checkpoint](data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

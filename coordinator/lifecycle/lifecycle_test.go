@@ -204,3 +204,14 @@ func TestDecideIsIdempotent(t *testing.T) {
 		}
 	})
 }
+
+func BenchmarkDecide(b *testing.B) {
+	state := running(messages.TimerState{TimerRequest: waitT})
+	ev := &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended,
+		Parallels: []messages.ParallelRequest{par}}
+	for b.Loop() {
+		if _, _, err := Decide(state, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
