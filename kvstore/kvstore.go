@@ -2,9 +2,15 @@ package kvstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -34,9 +40,19 @@ type Entry struct {
 // Store is one KV bucket plus the object store that holds its large values. It is safe for
 // concurrent use.
 type Store struct {
-	kv    jetstream.KeyValue
-	blobs jetstream.ObjectStore
-	limit int
+	kv     jetstream.KeyValue
+	blobs  jetstream.ObjectStore
+	limit  int
+	nc     *nats.Conn
+	bucket string
+	// direct: List reads with one batched direct get (an atomic snapshot, no consumer to create).
+	// Only on an unreplicated bucket: a replica may answer a direct get, and may lag.
+	direct bool
+
+	muxMu     sync.Mutex
+	muxSub    *nats.Subscription
+	muxPrefix string
+	mux       map[string]chan *nats.Msg
 }
 
 // Open binds to an existing bucket and blob store (see internal/topology).
@@ -49,7 +65,14 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket, blobBucket string
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: open object store %s: %w", blobBucket, err)
 	}
-	return &Store{kv: kv, blobs: blobs, limit: InlineLimit}, nil
+	st := &Store{kv: kv, blobs: blobs, limit: InlineLimit, nc: js.Conn(), bucket: bucket}
+	if status, err := kv.Status(ctx); err == nil {
+		if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok {
+			cfg := bs.StreamInfo().Config
+			st.direct = cfg.Replicas <= 1 && cfg.AllowDirect
+		}
+	}
+	return st, nil
 }
 
 // SetInlineLimit lowers the size above which values go to the object store (tests use it to
@@ -119,6 +142,100 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (uint64, erro
 
 // List returns every entry whose key starts with prefix + ".", in no particular order.
 func (s *Store) List(ctx context.Context, prefix string) ([]Entry, error) {
+	if s.direct {
+		if out, ok, err := s.directList(ctx, prefix); ok || err != nil {
+			return out, err
+		}
+	}
+	return s.watchList(ctx, prefix)
+}
+
+// directListMax is the most keys directList reads; larger listings are faster with a watch.
+const directListMax = 64
+
+// directList asks the stream for the last message of every key under prefix in one request
+// (a JetStream batched direct get). ok is false when there are more than directListMax keys or
+// the answer would pass the server's byte limit: the caller lists another way.
+func (s *Store) directList(ctx context.Context, prefix string) (out []Entry, ok bool, err error) {
+	replies, inbox, done, err := s.replies()
+	if err != nil {
+		return nil, false, fmt.Errorf("kvstore: list %s: %w", prefix, err)
+	}
+	defer done()
+	kvPrefix := "$KV." + s.bucket + "."
+	req, _ := json.Marshal(map[string]any{"multi_last": []string{kvPrefix + prefix + ".>"}, "batch": directListMax})
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+s.bucket, inbox, req); err != nil {
+		return nil, false, fmt.Errorf("kvstore: list %s: %w", prefix, err)
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-replies:
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("kvstore: list %s: %w", prefix, ctx.Err())
+		case <-timeout.C:
+			return nil, false, fmt.Errorf("kvstore: list %s: no answer from the stream", prefix)
+		}
+		switch m.Header.Get("Status") {
+		case "":
+		case "204": // end of batch
+			if np := m.Header.Get("Nats-Num-Pending"); np != "" && np != "0" {
+				return nil, false, nil // more than one batch: list another way
+			}
+			return out, true, nil
+		case "404":
+			return nil, true, nil // no keys
+		default: // 413 Too Many Results, and anything else: list another way
+			return nil, false, nil
+		}
+		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			continue
+		}
+		rev, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		key := strings.TrimPrefix(m.Header.Get(jetstream.SubjectHeader), kvPrefix)
+		e, err := s.entry(ctx, key, m.Data, rev)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, e)
+	}
+}
+
+// replies returns a channel for the answers to one multi-message request, its reply subject, and
+// the function that frees them. One wildcard subscription serves every request of the Store.
+func (s *Store) replies() (<-chan *nats.Msg, string, func(), error) {
+	s.muxMu.Lock()
+	defer s.muxMu.Unlock()
+	if s.muxSub == nil {
+		s.muxPrefix = s.nc.NewRespInbox() + "."
+		s.mux = map[string]chan *nats.Msg{}
+		sub, err := s.nc.Subscribe(s.muxPrefix+"*", func(m *nats.Msg) {
+			token := strings.TrimPrefix(m.Subject, s.muxPrefix)
+			s.muxMu.Lock()
+			ch := s.mux[token]
+			s.muxMu.Unlock()
+			if ch != nil {
+				ch <- m
+			}
+		})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		s.muxSub = sub
+	}
+	token := nuid.Next()
+	ch := make(chan *nats.Msg, directListMax+2)
+	s.mux[token] = ch
+	return ch, s.muxPrefix + token, func() {
+		s.muxMu.Lock()
+		delete(s.mux, token)
+		s.muxMu.Unlock()
+	}, nil
+}
+
+func (s *Store) watchList(ctx context.Context, prefix string) ([]Entry, error) {
 	w, err := s.kv.Watch(ctx, prefix+".>", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: list %s: %w", prefix, err)

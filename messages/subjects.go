@@ -33,6 +33,9 @@ const (
 	EventSubjects = subjectRoot + ".evt.>"
 )
 
+// StartTaskID is the TaskID of an execution's first invocation.
+const StartTaskID = "start"
+
 // TaskSubject is where RunTasks for function go; workers that registered it consume them.
 func TaskSubject(function, executionID string) string {
 	return subjectRoot + ".task." + function + "." + executionID

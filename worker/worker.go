@@ -397,6 +397,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	switch {
 	case cached != nil:
 		verify = !task.Fresh || redelivered(msg)
+	case task.TaskID == messages.StartTaskID && !redelivered(msg):
+		// An execution's first run: nothing to replay, but check each operation's record before
+		// running it, in case a duplicate start ran before.
+		verify = true
 	default:
 		if loaded, err = w.load(task.ExecutionID); err != nil {
 			var corrupt *corruptError

@@ -51,7 +51,7 @@ func (OpenBatch) isEffect()     {}
 var ErrUnknownExecution = errors.New("lifecycle: event for an unknown execution")
 
 // StartTaskID is the TaskID of an execution's first invocation.
-const StartTaskID = "start"
+const StartTaskID = messages.StartTaskID
 
 // TimerTaskID is the TaskID of the invocation a fired timer causes.
 func TimerTaskID(t messages.TimerRequest) string {
