@@ -121,8 +121,8 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 
 var errUnreadable = errors.New("client: unreadable record")
 
-// resultRound bounds one watch in Result.
-const resultRound = 3 * time.Second
+// resultRound is how often Result reads the record again without an announcement.
+const resultRound = 2 * time.Second
 
 // Result waits until the execution ends and decodes its result into out (a pointer; nil to
 // discard). A failed execution returns *ExecutionError. If ctx ends first, the error names the
@@ -140,20 +140,43 @@ func (c *Client) Result(ctx context.Context, executionID string, out any) error 
 		}
 		return false, nil
 	}
-	// Watch the record, in rounds: a watch does not always survive the loss of the server it was
-	// served by, so each round ends after resultRound, and the next starts from the current value.
+	// Subscribe to the end announcement first, then read the record: an end stored before the
+	// subscription is read, one stored after is announced. The announcement is best effort (core
+	// NATS), so the record is read again every resultRound whatever happens.
+	ended := make(chan struct{}, 1)
+	sub, err := c.nc.Subscribe(messages.EndedSubject(executionID), func(*nats.Msg) {
+		select {
+		case ended <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("client: result of %s: %w", executionID, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	round := time.NewTicker(resultRound)
+	defer round.Stop()
 	for final == nil {
-		round, cancel := context.WithTimeout(ctx, resultRound)
-		err := c.execs.Watch(round, executionID, check)
-		cancel()
+		e, err := c.execs.Get(ctx, executionID)
 		switch {
-		case final != nil:
+		case err == nil:
+			if _, err := check(e); err != nil {
+				return err
+			}
 		case ctx.Err() != nil:
 			return c.waitError(executionID, ctx.Err())
-		case errors.Is(err, errUnreadable):
-			return err
+		case !errors.Is(err, kvstore.ErrNotFound):
+			// A transient failure (a server lost, say): try again at the next round.
 		}
-		// Otherwise the round ended, or the watch broke: start another.
+		if final != nil {
+			break
+		}
+		select {
+		case <-ended:
+		case <-round.C:
+		case <-ctx.Done():
+			return c.waitError(executionID, ctx.Err())
+		}
 	}
 	if final.Status == messages.ExecutionFailed {
 		ee := &ExecutionError{ExecutionID: final.ID, Function: final.Function}

@@ -339,6 +339,7 @@ func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message)
 		}
 		if next.Status.Terminal() && (state == nil || !state.Status.Terminal()) {
 			c.log.Info("execution ended", "execution", id, "function", next.Function, "status", next.Status)
+			_ = c.nc.Publish(messages.EndedSubject(id), nil) // best effort: waiters also poll
 		}
 		return effects, nil
 	}

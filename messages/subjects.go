@@ -90,6 +90,11 @@ const CheckpointStream = "KV_" + CheckpointBucket
 // AbandonSubject is the core NATS subject of Abandon notices for one execution.
 func AbandonSubject(executionID string) string { return subjectRoot + ".abandon." + executionID }
 
+// EndedSubject is the core NATS subject on which the coordinator announces, after storing it, that
+// an execution ended (the payload is empty; the record is the truth). Clients waiting for a result
+// subscribe to it before they read the record.
+func EndedSubject(executionID string) string { return subjectRoot + ".ended." + executionID }
+
 // AbandonSubjects matches every Abandon notice.
 const AbandonSubjects = subjectRoot + ".abandon.>"
 
