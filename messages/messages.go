@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -423,9 +424,12 @@ func MustEncode(m Message) []byte {
 
 // Decode decodes any message, switching on its kind.
 func Decode(data []byte) (Message, error) {
-	var h Header
-	if err := msgpack.Unmarshal(data, &h); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	h, ok := peekHeader(data)
+	if !ok {
+		// Not in the order this package writes (another encoder, say): read the header the long way.
+		if err := msgpack.Unmarshal(data, &h); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
 	}
 	if h.Version == 0 {
 		return nil, fmt.Errorf("%w: no version", ErrMalformed)
@@ -474,4 +478,37 @@ func DecodeAs[T Message](data []byte) (T, error) {
 		return zero, fmt.Errorf("%w: got %s, want %T", ErrWrongKind, m.kind(), zero)
 	}
 	return t, nil
+}
+
+// peekHeader reads the version and kind when they are the first two entries of the map, as Encode
+// writes them, without walking the rest of the message.
+func peekHeader(data []byte) (h Header, ok bool) {
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(data))
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 2 {
+		return h, false
+	}
+	for range 2 {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return h, false
+		}
+		switch key {
+		case "v":
+			if h.Version, err = dec.DecodeUint8(); err != nil {
+				return h, false
+			}
+		case "k":
+			k, err := dec.DecodeUint8()
+			if err != nil {
+				return h, false
+			}
+			h.Kind = Kind(k)
+		default:
+			return h, false
+		}
+	}
+	return h, h.Version != 0 && h.Kind != 0
 }

@@ -23,7 +23,7 @@ func (c *Context) RunChild(name string, fn func(*Context) ([]byte, error)) ([]by
 	}
 	for !r.cp.Status.Terminal() {
 		child := newContext(c.Context, inv, op+"-")
-		child.logger = c.logger
+		child.parent = c
 		child.depth = c.depth
 		out, err := fn(child)
 		child.cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 )
 
@@ -15,21 +16,35 @@ type Context struct {
 	prefix string // operation ids of this context start with it: "" at the root, "3-" in child 3
 	depth  int    // how many elements of the invocation's path this context is inside
 	seq    atomic.Int64
-	logger *slog.Logger
+	// The logger is made on first use: most contexts (a branch of one step, say) never log.
+	logOnce  sync.Once
+	logAttrs []any // what this context's records carry besides the execution id
+	parent   *Context
+	logger   *slog.Logger
 }
 
 func newContext(parent context.Context, inv *Invocation, prefix string) *Context {
 	ctx, cancel := context.WithCancel(parent)
-	c := &Context{Context: ctx, cancel: cancel, inv: inv, prefix: prefix}
-	c.logger = slog.New(&replayQuiet{inner: inv.logger.Handler(), inv: inv}).With("execution", inv.execID)
-	return c
+	return &Context{Context: ctx, cancel: cancel, inv: inv, prefix: prefix}
 }
 
 // ExecutionID is the id of the execution this context belongs to.
 func (c *Context) ExecutionID() string { return c.inv.execID }
 
 // Logger logs with the execution id, and drops records while the handler replays.
-func (c *Context) Logger() *slog.Logger { return c.logger }
+func (c *Context) Logger() *slog.Logger {
+	c.logOnce.Do(func() {
+		if c.parent != nil {
+			c.logger = c.parent.Logger()
+		} else {
+			c.logger = slog.New(&replayQuiet{inner: c.inv.logger.Handler(), inv: c.inv}).With("execution", c.inv.execID)
+		}
+		if len(c.logAttrs) > 0 {
+			c.logger = c.logger.With(c.logAttrs...)
+		}
+	})
+	return c.logger
+}
 
 // IsReplaying reports whether the handler is still passing checkpointed operations.
 func (c *Context) IsReplaying() bool { return c.inv.isReplaying() }

@@ -118,7 +118,7 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 	}
 	bc := newContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
 	bc.depth = parent.depth + 1
-	bc.logger = parent.logger.With("batch", op, "branch", idx)
+	bc.parent, bc.logAttrs = parent, []any{"batch", op, "branch", idx}
 	out, err := callBranch(b.Branches[idx], bc)
 	bc.cancel()
 	inv.stopped() // a suspension, non-determinism or stop inside is not the branch's outcome

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"fmt"
 	"log/slog"
 	"math"
@@ -67,12 +68,18 @@ type StepOptions struct {
 // StepContext is the durable.StepContext handed to step bodies.
 type StepContext struct {
 	context.Context
-	logger  *slog.Logger
+	c       *Context
+	name    string
 	attempt int
+	once    sync.Once
+	logger  *slog.Logger // made on first use
 }
 
 // Logger logs with the execution id, step name and attempt.
-func (s *StepContext) Logger() *slog.Logger { return s.logger }
+func (s *StepContext) Logger() *slog.Logger {
+	s.once.Do(func() { s.logger = s.c.Logger().With("step", s.name, "attempt", s.attempt) })
+	return s.logger
+}
 
 // Attempt is the 1-based attempt number.
 func (s *StepContext) Attempt() int { return s.attempt }
@@ -147,7 +154,7 @@ func (c *Context) afterFailure(op, name string, p RetryPolicy, prev *record, att
 	if retryable && attempt < p.MaxAttempts {
 		cp.Status = messages.OpPending
 		cp.FireAt = now.Add(p.Delay(attempt, rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(attempt))))).UnixNano()
-		c.logger.Warn("step attempt failed; will retry", "step", name, "attempt", attempt, "error", info.Message,
+		c.Logger().Warn("step attempt failed; will retry", "step", name, "attempt", attempt, "error", info.Message,
 			"retry_at", time.Unix(0, cp.FireAt))
 	} else {
 		cp.Status = messages.OpFailed
@@ -164,7 +171,7 @@ func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]b
 		}
 	}()
 	sc := &StepContext{Context: c.Context, attempt: attempt,
-		logger: c.logger.With("step", name, "attempt", attempt)}
+		c: c, name: name}
 	return body(sc)
 }
 
