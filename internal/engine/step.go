@@ -2,11 +2,11 @@ package engine
 
 import (
 	"context"
-	"sync"
 	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/jetflow/jetflow/messages"
