@@ -181,7 +181,10 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 	}
 	cache := newBatchCache() // this partition's batches, while this coordinator drives it
 	var wg sync.WaitGroup
-	wg.Go(func() { c.consume(ctx, events, c.handleEvent) })
+	execs := newExecCache()
+	wg.Go(func() {
+		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) { c.handleEvent(ctx, execs, msg) })
+	})
 	wg.Go(func() {
 		c.consumeBatches(ctx, branches, func(ctx context.Context, msgs []jetstream.Msg) { c.handleOutcomes(ctx, cache, msgs) })
 	})
@@ -239,7 +242,7 @@ func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, hand
 	}
 }
 
-func (c *Coordinator) handleEvent(ctx context.Context, msg jetstream.Msg) {
+func (c *Coordinator) handleEvent(ctx context.Context, execs *execCache, msg jetstream.Msg) {
 	ev, err := messages.Decode(msg.Data())
 	if err != nil {
 		c.log.Warn("dropping a malformed event", "subject", msg.Subject(), "error", err)
@@ -260,7 +263,7 @@ func (c *Coordinator) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	effects, err := c.apply(ctx, id, ev)
+	effects, err := c.apply(ctx, execs, id, ev)
 	if err != nil {
 		if errors.Is(err, lifecycle.ErrUnknownExecution) || errors.Is(err, errInvalid) {
 			c.log.Warn("dropping an event", "subject", msg.Subject(), "error", err)
@@ -301,22 +304,11 @@ func eventExecution(ev messages.Message) (string, error) {
 
 // apply folds ev into the stored state of execution id, retrying on a compare-and-set conflict,
 // and returns the effects to carry out.
-func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message) ([]lifecycle.Effect, error) {
+func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev messages.Message) ([]lifecycle.Effect, error) {
 	for {
-		var (
-			state *messages.Execution
-			rev   uint64
-		)
-		e, err := c.execs.Get(ctx, id)
-		switch {
-		case errors.Is(err, kvstore.ErrNotFound):
-		case err != nil:
+		state, rev, err := c.loadExecution(ctx, cache, id)
+		if err != nil {
 			return nil, err
-		default:
-			if state, err = messages.DecodeAs[*messages.Execution](e.Value); err != nil {
-				return nil, fmt.Errorf("%w: stored state of %s: %w", errInvalid, id, err)
-			}
-			rev = e.Revision
 		}
 		next, effects, err := lifecycle.Decide(state, ev)
 		if err != nil {
@@ -326,16 +318,24 @@ func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message)
 			return effects, nil
 		}
 		data := messages.MustEncode(next)
+		var newRev uint64
 		if rev == 0 {
-			_, err = c.execs.Create(ctx, id, data)
+			newRev, err = c.execs.Create(ctx, id, data)
 		} else {
-			_, err = c.execs.Update(ctx, id, data, rev)
+			newRev, err = c.execs.Update(ctx, id, data, rev)
 		}
 		if errors.Is(err, kvstore.ErrConflict) {
+			cache.drop(id)
 			continue // someone else moved the state on: decide again on what they stored
 		}
 		if err != nil {
+			cache.drop(id)
 			return nil, err
+		}
+		if next.Status.Terminal() {
+			cache.drop(id) // nothing more will change it
+		} else {
+			cache.put(id, next, newRev)
 		}
 		if next.Status.Terminal() && (state == nil || !state.Status.Terminal()) {
 			c.log.Info("execution ended", "execution", id, "function", next.Function, "status", next.Status)
@@ -345,10 +345,67 @@ func (c *Coordinator) apply(ctx context.Context, id string, ev messages.Message)
 	}
 }
 
+// loadExecution returns the execution's state and revision (nil, 0 if it has none): from the
+// partition's cache when this coordinator wrote it last, else from the store.
+func (c *Coordinator) loadExecution(ctx context.Context, cache *execCache, id string) (*messages.Execution, uint64, error) {
+	if x, rev, ok := cache.get(id); ok {
+		return x, rev, nil
+	}
+	e, err := c.execs.Get(ctx, id)
+	switch {
+	case errors.Is(err, kvstore.ErrNotFound):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	x, err := messages.DecodeAs[*messages.Execution](e.Value)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: stored state of %s: %w", errInvalid, id, err)
+	}
+	return x, e.Revision, nil
+}
+
+// execCache holds the state of running executions of one partition, as this coordinator last
+// stored it, so that an event costs no read. Only the partition's event loop uses it; it is born
+// empty when the partition is taken. Bounded: past maxCachedExecutions an arbitrary entry goes.
+type execCache struct {
+	m map[string]cachedExec
+}
+
+type cachedExec struct {
+	x   *messages.Execution
+	rev uint64
+}
+
+const maxCachedExecutions = 10_000
+
+func newExecCache() *execCache { return &execCache{m: map[string]cachedExec{}} }
+
+func (ec *execCache) get(id string) (*messages.Execution, uint64, bool) {
+	e, ok := ec.m[id]
+	return e.x, e.rev, ok
+}
+
+func (ec *execCache) put(id string, x *messages.Execution, rev uint64) {
+	if _, ok := ec.m[id]; !ok && len(ec.m) >= maxCachedExecutions {
+		for k := range ec.m {
+			delete(ec.m, k)
+			break
+		}
+	}
+	ec.m[id] = cachedExec{x: x, rev: rev}
+}
+
+func (ec *execCache) drop(id string) { delete(ec.m, id) }
+
 func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error {
 	switch eff := eff.(type) {
 	case lifecycle.Dispatch:
-		return c.dispatch(ctx, &messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, TaskID: eff.TaskID, Path: eff.Path})
+		t := &messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, TaskID: eff.TaskID, Path: eff.Path}
+		if len(eff.Input) <= maxCarriedInput {
+			t.Input = eff.Input
+		}
+		return c.dispatch(ctx, t)
 	case lifecycle.OpenBatch:
 		return c.openBatch(ctx, eff)
 	case lifecycle.ScheduleTimer:
@@ -436,6 +493,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
 // is also how long a consumer may stay deaf after one.
 const fetchExpiry = time.Second
+
+// maxCarriedInput is the largest input a task carries; a larger one the worker reads itself.
+const maxCarriedInput = 64 << 10
 
 // ack acknowledges a message unless a fault test drops the ack; a lost ack means a redelivery,
 // which every handler here takes as a no-op.

@@ -114,6 +114,9 @@ type RunTask struct {
 	// Fresh marks a branch's first dispatch: it has no checkpoints yet, so a worker that knows the
 	// branch list need not read anything before running it.
 	Fresh bool `msgpack:"fr,omitempty"`
+	// Input is the execution's input, carried when small so that the worker need not read the
+	// execution record. Empty: read it.
+	Input []byte `msgpack:"in,omitempty"`
 }
 
 // Outcome is how one invocation of a handler ended.

@@ -19,6 +19,7 @@ func goldenCases() map[string]Message {
 	info := &ErrorInfo{Type: "StepError", Message: "card declined", Data: []byte{1, 2}}
 	return map[string]Message{
 		"start_execution":     &StartExecution{ExecutionID: "order-1", Function: "orders", Input: []byte{0xa3, 'a', 'b', 'c'}, RequestedAt: 1700000000000000000, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		"run_task_input":      &RunTask{ExecutionID: "order-1", Function: "orders", TaskID: "start", Input: []byte{0xa2, 'h', 'i'}},
 		"run_task":            &RunTask{ExecutionID: "order-1", Function: "orders", TaskID: "start"},
 		"branch_task":         &RunTask{ExecutionID: "order-1", Function: "orders", TaskID: "b.2.7", Fresh: true, Path: []BranchRef{{OpID: "1", Index: 3}, {OpID: "1-4-2", Index: 7}}},
 		"invocation_ended":    &InvocationEnded{ExecutionID: "order-1", TaskID: "t.3.1700000000500000000", Outcome: OutcomeSuspended, Timers: []TimerRequest{{OpID: "3", FireAt: 1700000000500000000, Kind: TimerWait}}, EndedAt: 1700000000100000000},

@@ -364,8 +364,8 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		}
 		cached = b
 	}
-	var input []byte
-	if cached == nil {
+	input := task.Input
+	if cached == nil && len(input) == 0 {
 		e, err := w.execs.Get(w.invCtx, task.ExecutionID)
 		if errors.Is(err, kvstore.ErrNotFound) {
 			log.Warn("dropping a task for an execution that does not exist")

@@ -19,6 +19,7 @@ type Dispatch struct {
 	Function    string
 	TaskID      string
 	Path        []messages.BranchRef
+	Input       []byte // the execution's input, for the worker's convenience
 }
 
 // ScheduleTimer puts a durable timer in the timer stream.
@@ -83,7 +84,7 @@ func start(state *messages.Execution, ev *messages.StartExecution) (*messages.Ex
 		// A duplicate start (same execution name). While the execution runs, dispatch its first
 		// invocation again, in case a crash lost it: deduplicated, or at worst a harmless replay.
 		if state.Status == messages.ExecutionRunning {
-			return nil, []Effect{Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: StartTaskID}}, nil
+			return nil, []Effect{Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: StartTaskID, Input: state.Input}}, nil
 		}
 		return nil, nil, nil
 	}
@@ -91,7 +92,7 @@ func start(state *messages.Execution, ev *messages.StartExecution) (*messages.Ex
 		ID: ev.ExecutionID, Function: ev.Function, Input: ev.Input,
 		Status: messages.ExecutionRunning, CreatedAt: ev.RequestedAt,
 	}
-	return next, []Effect{Dispatch{ExecutionID: next.ID, Function: next.Function, TaskID: StartTaskID}}, nil
+	return next, []Effect{Dispatch{ExecutionID: next.ID, Function: next.Function, TaskID: StartTaskID, Input: next.Input}}, nil
 }
 
 func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.Execution, []Effect, error) {
@@ -144,7 +145,7 @@ func fired(state *messages.Execution, ev *messages.TimerFired) (*messages.Execut
 	}
 	effects := []Effect{
 		FireTimer{ExecutionID: state.ID, Timer: ev.Timer},
-		Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: TimerTaskID(ev.Timer), Path: ev.Timer.Path},
+		Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: TimerTaskID(ev.Timer), Path: ev.Timer.Path, Input: state.Input},
 	}
 	i := findTimer(state.Timers, ev.Timer)
 	if i >= 0 && state.Timers[i].Fired {

@@ -41,13 +41,13 @@ func TestDecide(t *testing.T) {
 			name:    "start creates and dispatches the first invocation",
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10},
 			next:    running(),
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}},
 		},
 		{
 			name:    "duplicate start of a running execution re-dispatches its first invocation",
 			state:   running(),
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{2}},
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}},
 		},
 		{
 			name:  "duplicate start of a finished execution does nothing",
@@ -106,7 +106,7 @@ func TestDecide(t *testing.T) {
 			state:   running(messages.TimerState{TimerRequest: retryT}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: retryT},
 			next:    running(messages.TimerState{TimerRequest: retryT, Fired: true}),
-			effects: []Effect{FireTimer{exec, retryT}, Dispatch{exec, "fn", TimerTaskID(retryT), retryT.Path}},
+			effects: []Effect{FireTimer{exec, retryT}, Dispatch{exec, "fn", TimerTaskID(retryT), retryT.Path, []byte{1}}},
 		},
 		{
 			name:  "a stale suspension on a fired timer does nothing",
@@ -118,13 +118,13 @@ func TestDecide(t *testing.T) {
 			state:   running(messages.TimerState{TimerRequest: waitT}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
 			next:    running(messages.TimerState{TimerRequest: waitT, Fired: true}),
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil}},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}}},
 		},
 		{
 			name:    "a timer fired twice repeats the same effects",
 			state:   running(messages.TimerState{TimerRequest: waitT, Fired: true}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil}},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}}},
 		},
 		{
 			name:  "a timer of a finished execution does nothing",
