@@ -219,14 +219,18 @@ func TestDuplicateAndReorderedDeliveriesCountOnce(t *testing.T) {
 	mu.Unlock()
 }
 
-// requireNothingPending waits until no consumer of the task and event streams holds a message.
-func requireNothingPending(t *testing.T, env *durabletest.Env) {
+// requireNothingPending waits until no consumer of the given streams (default: tasks and events)
+// holds a message.
+func requireNothingPending(t *testing.T, env *durabletest.Env, streams ...string) {
 	t.Helper()
 	js, err := jetstream.New(env.Conn())
 	require.NoError(t, err)
 	ctx := context.Background()
+	if len(streams) == 0 {
+		streams = []string{messages.EventStream, messages.TaskStream}
+	}
 	eventually(t, func() bool {
-		for _, stream := range []string{messages.EventStream, messages.TaskStream} {
+		for _, stream := range streams {
 			st, err := js.Stream(ctx, stream)
 			if err != nil {
 				return false

@@ -198,7 +198,10 @@ func TestSoakWithFaults(t *testing.T) {
 	stormy := runMany(t, env, n)
 	close(done)
 	wg.Wait()
-	t.Logf("with faults: %s; %d executions; %d kills; %d acks dropped", time.Since(start), n, kills, drops)
+	mu.Lock()
+	dropped := drops
+	mu.Unlock()
+	t.Logf("with faults: %s; %d executions; %d kills; %d acks dropped", time.Since(start), n, kills, dropped)
 	require.Positive(t, kills)
 	require.Len(t, stormy, n)
 	for k := range n {
