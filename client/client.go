@@ -157,7 +157,11 @@ func (c *Client) Result(ctx context.Context, executionID string, out any) error 
 	round := time.NewTicker(resultRound)
 	defer round.Stop()
 	for final == nil {
-		e, err := c.execs.Get(ctx, executionID)
+		// Each read on its own bound: a request lost while the connection fails over must not
+		// hold the wait until the caller's deadline.
+		rctx, cancel := context.WithTimeout(ctx, resultRound)
+		e, err := c.execs.Get(rctx, executionID)
+		cancel()
 		switch {
 		case err == nil:
 			if _, err := check(e); err != nil {
