@@ -40,6 +40,7 @@ type Entry struct {
 // Store is one KV bucket plus the object store that holds its large values. It is safe for
 // concurrent use.
 type Store struct {
+	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	blobs  jetstream.ObjectStore
 	limit  int
@@ -65,7 +66,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket, blobBucket string
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: open object store %s: %w", blobBucket, err)
 	}
-	st := &Store{kv: kv, blobs: blobs, limit: InlineLimit, nc: js.Conn(), bucket: bucket}
+	st := &Store{js: js, kv: kv, blobs: blobs, limit: InlineLimit, nc: js.Conn(), bucket: bucket}
 	if status, err := kv.Status(ctx); err == nil {
 		if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok {
 			cfg := bs.StreamInfo().Config
@@ -107,6 +108,26 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (uint64, e
 	}
 	return rev, nil
 }
+
+// CreateAsync starts a create-if-absent of key and returns at once; the future reports the
+// outcome (IsConflict tells a key that existed). ok is false for a value too large for one
+// message: use Create.
+func (s *Store) CreateAsync(key string, value []byte) (f jetstream.PubAckFuture, ok bool, err error) {
+	if len(value) > s.limit {
+		return nil, false, nil
+	}
+	msg := nats.NewMsg("$KV." + s.bucket + "." + key)
+	msg.Data = append([]byte{frameInline}, value...)
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	f, err = s.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
+	if err != nil {
+		return nil, true, fmt.Errorf("kvstore: create %s: %w", key, err)
+	}
+	return f, true, nil
+}
+
+// IsConflict reports whether err, from CreateAsync's future, means the key existed.
+func IsConflict(err error) bool { return errors.Is(err, ErrConflict) || isWrongSequence(err) }
 
 // Update stores value under key if its revision is still rev; otherwise it returns ErrConflict.
 func (s *Store) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {

@@ -98,6 +98,10 @@ type Worker struct {
 
 	cache   *branchCache
 	running *runningSet
+
+	acks      chan pendingAck // outcome writes awaiting their PubAck, then the task's ack
+	ackerDone chan struct{}
+	closeAcks sync.Once
 }
 
 // New validates cfg (nil: defaults) and returns a Worker that is not yet running.
@@ -186,7 +190,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.started {
 		return errors.New("worker: already started")
 	}
-	js, err := jetstream.New(w.nc)
+	js, err := jetstream.New(w.nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -206,6 +210,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	base := context.WithoutCancel(ctx)
 	w.runCtx, w.stopLoop = context.WithCancel(base)
 	w.invCtx, w.abortInv = context.WithCancel(base)
+	w.acks, w.ackerDone = make(chan pendingAck, 4096), make(chan struct{})
+	go w.acker()
 	for f := range w.handlers {
 		if err := w.startFunction(ctx, f); err != nil {
 			w.stopLoop()
@@ -265,7 +271,13 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	done := make(chan struct{})
-	go func() { w.loops.Wait(); w.inflight.Wait(); close(done) }()
+	go func() {
+		w.loops.Wait()
+		w.inflight.Wait()
+		w.closeAcks.Do(func() { close(w.acks) }) // no more writes: the acker finishes what it holds
+		<-w.ackerDone
+		close(done)
+	}()
 	select {
 	case <-done:
 		abort()
@@ -420,7 +432,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
 	defer unregister()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache, Listed: verify}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: verify, DeferOutcome: true}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)
@@ -433,6 +445,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		w.retryLater(msg, log, out.Cause)
 		return
 	case engine.BranchDone, engine.Abandoned:
+		if out.Record != nil {
+			w.writeOutcome(msg, log, task.ExecutionID, out.Record)
+			return
+		}
 		ack(msg)
 		return
 	case engine.Completed:
@@ -444,6 +460,56 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		ended.Outcome, ended.Timers, ended.Parallels = messages.OutcomeSuspended, out.Timers, out.Parallels
 	}
 	w.report(msg, log, ended)
+}
+
+// writeOutcome stores a finished branch's outcome without waiting: the slot is free at once, and
+// the acker acks the task when the write is acknowledged. A worker that dies in between leaves the
+// task to be redelivered; run again, the branch finds its outcome (if stored) and stops.
+func (w *Worker) writeOutcome(msg jetstream.Msg, log *slog.Logger, executionID string, rec *messages.Checkpoint) {
+	key := messages.CheckpointKey(executionID, rec.OpID)
+	data := messages.MustEncode(rec)
+	f, ok, err := w.ckpts.CreateAsync(key, data)
+	switch {
+	case err != nil:
+		w.retryLater(msg, log, err)
+	case !ok: // too large for one message: the object store, synchronously
+		if _, err := w.ckpts.Create(w.invCtx, key, data); err != nil && !errors.Is(err, kvstore.ErrConflict) {
+			w.retryLater(msg, log, err)
+			return
+		}
+		ack(msg)
+	default:
+		select {
+		case w.acks <- pendingAck{f: f, msg: msg, log: log}:
+		case <-w.invCtx.Done():
+		}
+	}
+}
+
+type pendingAck struct {
+	f   jetstream.PubAckFuture
+	msg jetstream.Msg
+	log *slog.Logger
+}
+
+// acker acks tasks as their outcome writes are acknowledged, in order, until acks is closed or
+// the worker aborts.
+func (w *Worker) acker() {
+	defer close(w.ackerDone)
+	for p := range w.acks {
+		select {
+		case <-p.f.Ok():
+			ack(p.msg)
+		case err := <-p.f.Err():
+			if kvstore.IsConflict(err) {
+				ack(p.msg) // the first writer's outcome stands
+			} else {
+				w.retryLater(p.msg, p.log, err)
+			}
+		case <-w.invCtx.Done():
+			return // aborted: the unacked tasks are redelivered
+		}
+	}
 }
 
 // redelivered reports whether JetStream delivered msg before (to this worker or another).

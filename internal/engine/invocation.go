@@ -33,6 +33,9 @@ type Outcome struct {
 	Timers    []messages.TimerRequest
 	Parallels []messages.ParallelRequest
 	Cause     error // why it was aborted
+	// Record, with BranchDone and Config.DeferOutcome: the branch's outcome record, for the
+	// caller to write (create-if-absent; on a conflict the first writer's outcome stands).
+	Record *messages.Checkpoint
 }
 
 // OutcomeKind classifies an Outcome.
@@ -62,20 +65,22 @@ type record struct {
 // Invocation is one run of a handler — or of one branch, when Path is set — over an execution's
 // checkpoints. Its methods are safe for concurrent use by the goroutines of one handler.
 type Invocation struct {
-	execID string
-	store  Store
-	ctx    context.Context // for store calls: ends when the worker stops
-	logger *slog.Logger
-	now    func() time.Time
-	path   []messages.BranchRef
-	cache  BranchCache
-	listed bool
+	execID       string
+	store        Store
+	ctx          context.Context // for store calls: ends when the worker stops
+	logger       *slog.Logger
+	now          func() time.Time
+	path         []messages.BranchRef
+	cache        BranchCache
+	listed       bool
+	deferOutcome bool
 
 	mu        sync.Mutex
 	records   map[string]*record
 	deferred  []*messages.Checkpoint // written with the branch outcome (or before anything else)
 	replaying bool
-	ended     OutcomeKind // BranchDone or Abandoned, once set
+	ended     OutcomeKind          // BranchDone or Abandoned, once set
+	outcome   *messages.Checkpoint // a branch's outcome left to the caller
 	timers    []messages.TimerRequest
 	parallels []messages.ParallelRequest
 	fatal     error // non-determinism: the execution fails whatever the handler does
@@ -98,6 +103,9 @@ type Config struct {
 	// at all for a branch run again. Before an operation with no record runs for real, such an
 	// invocation reads that one record from the store.
 	Listed bool
+	// DeferOutcome leaves a finished branch's outcome record to the caller (Outcome.Record), who
+	// can write it without waiting, instead of writing it before the invocation ends.
+	DeferOutcome bool
 }
 
 // Loaded is a checkpoint as read from the store.
@@ -109,15 +117,16 @@ type Loaded struct {
 // NewInvocation prepares a run over the given checkpoints.
 func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invocation {
 	inv := &Invocation{
-		execID:  cfg.ExecutionID,
-		store:   cfg.Store,
-		ctx:     ctx,
-		logger:  cfg.Logger,
-		now:     cfg.Now,
-		path:    cfg.Path,
-		cache:   cfg.Cache,
-		listed:  cfg.Listed,
-		records: make(map[string]*record, len(checkpoints)),
+		execID:       cfg.ExecutionID,
+		store:        cfg.Store,
+		ctx:          ctx,
+		logger:       cfg.Logger,
+		now:          cfg.Now,
+		path:         cfg.Path,
+		cache:        cfg.Cache,
+		listed:       cfg.Listed,
+		deferOutcome: cfg.DeferOutcome,
+		records:      make(map[string]*record, len(checkpoints)),
 	}
 	if inv.logger == nil {
 		inv.logger = slog.Default()
@@ -185,7 +194,7 @@ func (inv *Invocation) run(ctx context.Context, body func(*Context) ([]byte, err
 	case inv.fatal != nil:
 		return Outcome{Kind: Failed, Error: Info(inv.fatal)}
 	case inv.ended != 0:
-		return Outcome{Kind: inv.ended}
+		return Outcome{Kind: inv.ended, Record: inv.outcome}
 	case len(inv.timers) > 0 || len(inv.parallels) > 0:
 		return Outcome{Kind: Suspended, Timers: inv.timers, Parallels: inv.parallels}
 	case len(inv.path) > 0:

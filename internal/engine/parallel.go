@@ -136,7 +136,13 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 	}
 	if prev := inv.lookup(cp.OpID); prev == nil {
 		cp.Inner = inv.takeDeferred()
-		inv.write(cp, nil) // on a conflict the first writer's outcome stands
+		if inv.deferOutcome {
+			inv.mu.Lock()
+			inv.outcome = cp
+			inv.mu.Unlock()
+		} else {
+			inv.write(cp, nil) // on a conflict the first writer's outcome stands
+		}
 	}
 	inv.end(BranchDone)
 }
