@@ -41,34 +41,37 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 // unfinished branches again (deduplicated) in case a crash lost them.
 func (c *Coordinator) openBatch(ctx context.Context, eff lifecycle.OpenBatch) error {
 	key := batchKey(eff.ExecutionID, eff.Request.OpID)
-	e, err := c.batches.Get(ctx, key)
-	switch {
-	case err == nil:
-		b, err := messages.DecodeAs[*messages.Batch](e.Value)
-		if err != nil {
-			return fmt.Errorf("coordinator: batch %s: %w", key, err)
-		}
-		if b.Completed {
-			// Completed at opening (no branches, say), perhaps with a crash before the effects:
-			// completing again is idempotent.
-			return c.completeBatch(ctx, b)
-		}
-		var tasks []*messages.RunTask
-		batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
-		return c.publishTasks(ctx, tasks)
-	case !errors.Is(err, kvstore.ErrNotFound):
-		return err
-	}
 	// Stored before the first dispatch, so that no branch outcome arrives before its batch. A
-	// crash between the two is mended by the branch above: a repeated request re-dispatches.
+	// crash between the two is mended by reopen: a repeated request re-dispatches.
 	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
-	if _, err := c.batches.Create(ctx, key, messages.MustEncode(b)); err != nil {
-		if errors.Is(err, kvstore.ErrConflict) {
-			return c.openBatch(ctx, eff) // opened meanwhile by another request
-		}
+	_, err := c.batches.Create(ctx, key, messages.MustEncode(b))
+	switch {
+	case errors.Is(err, kvstore.ErrConflict):
+		return c.reopenBatch(ctx, key) // opened before
+	case err != nil:
 		return err
 	}
 	return c.carryOutBatch(ctx, b, d)
+}
+
+// reopenBatch handles a repeated request for a batch that exists: it dispatches its unfinished
+// branches again (deduplicated), or completes it again if it is complete (idempotent).
+func (c *Coordinator) reopenBatch(ctx context.Context, key string) error {
+	e, err := c.batches.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	b, err := messages.DecodeAs[*messages.Batch](e.Value)
+	if err != nil {
+		return fmt.Errorf("coordinator: batch %s: %w", key, err)
+	}
+	if b.Completed {
+		// Completed at opening (no branches, say), perhaps with a crash before the effects.
+		return c.completeBatch(ctx, b)
+	}
+	var tasks []*messages.RunTask
+	batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
+	return c.publishTasks(ctx, tasks)
 }
 
 // carryOutBatch dispatches what d says, and completes the batch if it says so.

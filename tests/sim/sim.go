@@ -306,21 +306,19 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 
 func (w *world) openBatch(e lifecycle.OpenBatch) {
 	key := e.ExecutionID + "." + e.Request.OpID + ".batch"
-	if raw, _ := w.get(key); raw != nil {
-		b, _ := messages.DecodeAs[*messages.Batch](raw)
-		if b.Completed {
-			w.carryOut(b, batch.Decision{Complete: true, Reason: b.Reason})
-		} else {
-			batch.InFlight(b, func(i int) { w.dispatch(branchTask(b, i)) })
-		}
-		return
-	}
 	b, d := batch.Open(e.ExecutionID, e.Function, e.Request)
-	if !w.write(key, messages.MustEncode(b), 0) {
-		w.openBatch(e)
+	if w.write(key, messages.MustEncode(b), 0) {
+		w.carryOut(b, d)
 		return
 	}
-	w.carryOut(b, d)
+	// Opened before: re-dispatch what is in flight, or complete again.
+	raw, _ := w.get(key)
+	b, _ = messages.DecodeAs[*messages.Batch](raw)
+	if b.Completed {
+		w.carryOut(b, batch.Decision{Complete: true, Reason: b.Reason})
+	} else {
+		batch.InFlight(b, func(i int) { w.dispatch(branchTask(b, i)) })
+	}
 }
 
 func (w *world) carryOut(b *messages.Batch, d batch.Decision) {
