@@ -211,3 +211,27 @@ func eventually(t *testing.T, cond func() bool, what string) {
 		}
 	}
 }
+
+// A step that takes longer than the ack wait is not handed to another worker: the worker's
+// heartbeats keep its task.
+func TestLongStepKeepsItsTask(t *testing.T) {
+	env := durabletest.New(t, durabletest.WithAckWait(500*time.Millisecond))
+	var bodies atomic.Int32
+	durabletest.Register(env, "slow", func(ctx durable.Context, _ string) (int, error) {
+		return durable.Step(ctx, "slow", func(sc durable.StepContext) (int, error) {
+			bodies.Add(1)
+			t := time.NewTimer(2 * time.Second)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-sc.Done():
+				return 0, sc.Err()
+			}
+			return 1, nil
+		})
+	})
+	got, err := durabletest.Run[int](env, "slow", "")
+	require.NoError(t, err)
+	require.Equal(t, 1, got)
+	require.Equal(t, int32(1), bodies.Load(), "the task was redelivered while its worker still held it")
+}

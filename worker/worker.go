@@ -99,6 +99,11 @@ type Worker struct {
 	cache   *branchCache
 	running *runningSet
 
+	beatMu   sync.Mutex
+	beats    map[jetstream.Msg]time.Time // tasks in hand, since when
+	beatStop chan struct{}               // closed once nothing is in hand any more
+	beatDone chan struct{}
+
 	acks      chan pendingAck // outcome writes awaiting their PubAck, then the task's ack
 	ackerDone chan struct{}
 	closeAcks sync.Once
@@ -212,6 +217,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.invCtx, w.abortInv = context.WithCancel(base)
 	w.acks, w.ackerDone = make(chan pendingAck, 4096), make(chan struct{})
 	go w.acker()
+	w.beats, w.beatStop, w.beatDone = map[jetstream.Msg]time.Time{}, make(chan struct{}), make(chan struct{})
+	go w.beatLoop()
 	for f := range w.handlers {
 		if err := w.startFunction(ctx, f); err != nil {
 			w.stopLoop()
@@ -274,7 +281,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 	go func() {
 		w.loops.Wait()
 		w.inflight.Wait()
-		w.closeAcks.Do(func() { close(w.acks) }) // no more writes: the acker finishes what it holds
+		w.closeAcks.Do(func() {
+			close(w.beatStop)
+			close(w.acks) // no more writes: the acker finishes what it holds
+		})
+		<-w.beatDone
 		<-w.ackerDone
 		close(done)
 	}()
@@ -580,25 +591,47 @@ func (w *Worker) retryLater(msg jetstream.Msg, log *slog.Logger, err error) {
 	_ = msg.NakWithDelay(time.Second)
 }
 
-// heartbeat tells JetStream the task is still being worked on, every AckWait/3, until stopped.
+// heartbeat registers msg with the worker's heartbeat loop, which tells JetStream every
+// AckWait/3 that the task is still being worked on, until stop is called.
 func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(w.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-w.invCtx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
+	w.beatMu.Lock()
+	w.beats[msg] = time.Now()
+	w.beatMu.Unlock()
+	return func() {
+		w.beatMu.Lock()
+		delete(w.beats, msg)
+		w.beatMu.Unlock()
+	}
+}
+
+// beatLoop sends the heartbeats of every task held longer than a beat, until the worker has
+// nothing in hand (or aborts).
+func (w *Worker) beatLoop() {
+	defer close(w.beatDone)
+	every := w.cfg.AckWait / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var due []jetstream.Msg
+	for {
+		select {
+		case <-w.beatStop:
+			return
+		case <-w.invCtx.Done():
+			return
+		case now := <-t.C:
+			due = due[:0]
+			w.beatMu.Lock()
+			for m, since := range w.beats {
+				if now.Sub(since) >= every {
+					due = append(due, m)
+				}
+			}
+			w.beatMu.Unlock()
+			for _, m := range due {
+				_ = m.InProgress()
 			}
 		}
-	})
-	return func() { close(done); wg.Wait() }
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
