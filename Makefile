@@ -5,7 +5,7 @@ test:
 
 lint:
 	go vet ./...
-	go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2 run
+	go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./...

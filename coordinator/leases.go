@@ -93,7 +93,7 @@ func (c *Coordinator) balance(ctx context.Context, held map[int]*heldPartition) 
 	}
 	// Start from a different partition on each coordinator, so that they do not all race for the
 	// same free ones.
-	offset := int(messages.Partition(c.cfg.ID))
+	offset := messages.Partition(c.cfg.ID)
 	for i := range messages.Partitions {
 		if len(held) >= share || ctx.Err() != nil {
 			break

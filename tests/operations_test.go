@@ -88,7 +88,7 @@ func TestHandlerPanicFailsOnlyItsExecution(t *testing.T) {
 	env := durabletest.New(t, durabletest.WithWorkers(1))
 	durabletest.Register(env, "panics", func(ctx durable.Context, _ string) (string, error) {
 		var m map[string]int
-		m["x"] = 1
+		m["x"] = 1 //nolint:staticcheck // the panic is what this test is about
 		return "unreachable", nil
 	})
 	durabletest.Register(env, "fine", func(ctx durable.Context, s string) (string, error) {

@@ -52,6 +52,7 @@ func raw(ctx context.Context, url string, n int, progress func(done int64)) (tim
 	}
 	var written atomic.Int64
 	done := make(chan struct{})
+	failed := make(chan error, 1)
 	// Each consumer publishes what follows asynchronously and acks a message once its publish is
 	// acknowledged, in order, from one goroutine.
 	type pending struct {
@@ -78,7 +79,11 @@ func raw(ctx context.Context, url string, n int, progress func(done int64)) (tim
 					if last && written.Add(1) == int64(n) {
 						close(done)
 					}
-				case <-p.f.Err():
+				case err := <-p.f.Err():
+					select {
+					case failed <- err:
+					default:
+					}
 				}
 			}
 		}()
@@ -116,6 +121,8 @@ func raw(ctx context.Context, url string, n int, progress func(done int64)) (tim
 			return time.Since(start), nil
 		case <-tick.C:
 			progress(written.Load())
+		case err := <-failed:
+			return 0, fmt.Errorf("bench: raw pipeline publish: %w", err)
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}

@@ -122,6 +122,9 @@ func freePort(host string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("embedded: find a free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("embedded: find a free port: %w", err)
+	}
+	return port, nil
 }
