@@ -2,7 +2,6 @@ package messages
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 )
 
@@ -104,12 +103,24 @@ func CheckpointKey(executionID, opID string) string { return executionID + "." +
 // ConsumerName is the durable consumer that workers of one function share.
 func ConsumerName(function string) string { return "fn-" + function }
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// isToken reports whether s is 1–128 of [A-Za-z0-9_-] (checked on every event: no regexp).
+func isToken(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidateFunction reports whether name can be a function name: 1–128 letters, digits, '_' or '-'
 // (it becomes a subject token and a consumer name).
 func ValidateFunction(name string) error {
-	if !tokenRE.MatchString(name) {
+	if !isToken(name) {
 		return fmt.Errorf("messages: invalid function name %q: want 1-128 of [A-Za-z0-9_-]", name)
 	}
 	return nil
@@ -118,7 +129,7 @@ func ValidateFunction(name string) error {
 // ValidateExecutionID reports whether id can be an execution id (or an execution name given by a
 // caller): 1–128 letters, digits, '_' or '-'.
 func ValidateExecutionID(id string) error {
-	if !tokenRE.MatchString(id) {
+	if !isToken(id) {
 		return fmt.Errorf("messages: invalid execution id %q: want 1-128 of [A-Za-z0-9_-]", id)
 	}
 	return nil
