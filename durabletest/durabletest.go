@@ -211,32 +211,37 @@ func (e *Env) StartWorker(i int) {
 // KillWorker stops worker i as a crash would: its connection closes first, so nothing it holds is
 // acknowledged or recorded; its tasks go to other workers after the ack wait.
 func (e *Env) KillWorker(i int) {
-	e.mu.Lock()
-	s := e.workers[i]
-	e.workers[i] = &workerSlot{}
-	e.mu.Unlock()
-	if s.w == nil {
-		return
+	if s := e.takeWorker(i); s.w != nil {
+		halt(s.w, s.nc, true, 0)
 	}
-	s.nc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = s.w.Stop(ctx)
 }
 
 // StopWorker stops worker i gracefully: it finishes what it holds.
 func (e *Env) StopWorker(i int) {
+	if s := e.takeWorker(i); s.w != nil {
+		halt(s.w, s.nc, false, 30*time.Second)
+	}
+}
+
+func (e *Env) takeWorker(i int) *workerSlot {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	s := e.workers[i]
 	e.workers[i] = &workerSlot{}
-	e.mu.Unlock()
-	if s.w == nil {
-		return
+	return s
+}
+
+// halt stops a service as a crash would (its connection closes first, so it can neither ack nor
+// write, and it waits for nothing) or gracefully (it finishes what it holds within grace, then its
+// connection closes).
+func halt(svc interface{ Stop(context.Context) error }, nc *nats.Conn, crash bool, grace time.Duration) {
+	if crash {
+		nc.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	_ = s.w.Stop(ctx)
-	s.nc.Close()
+	_ = svc.Stop(ctx)
+	nc.Close()
 }
 
 // StartCoordinator starts a new coordinator in slot i.
@@ -266,33 +271,25 @@ func (e *Env) Coordinator(i int) *coordinator.Coordinator {
 // StopCoordinator stops coordinator i gracefully: it finishes the event in hand and releases its
 // partitions for the others to take.
 func (e *Env) StopCoordinator(i int) {
-	e.mu.Lock()
-	s := e.coords[i]
-	e.coords[i] = &coordSlot{}
-	e.mu.Unlock()
-	if s.c == nil {
-		return
+	if s := e.takeCoordinator(i); s.c != nil {
+		halt(s.c, s.nc, false, 10*time.Second)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = s.c.Stop(ctx)
-	s.nc.Close()
 }
 
 // KillCoordinator stops coordinator i as a crash would: its connection closes first, so its
 // leases are not released and expire after the lease TTL.
 func (e *Env) KillCoordinator(i int) {
+	if s := e.takeCoordinator(i); s.c != nil {
+		halt(s.c, s.nc, true, 10*time.Second)
+	}
+}
+
+func (e *Env) takeCoordinator(i int) *coordSlot {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	s := e.coords[i]
 	e.coords[i] = &coordSlot{}
-	e.mu.Unlock()
-	if s.c == nil {
-		return
-	}
-	s.nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = s.c.Stop(ctx)
+	return s
 }
 
 // RestartServer stops the embedded NATS server and starts it again on the same port and store,
