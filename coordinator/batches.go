@@ -181,34 +181,35 @@ func parseOutcome(msg jetstream.Msg) (outcomeRef, error) {
 	return outcomeRef{msg: msg, key: batchKey(parts[2], parts[3]), exec: parts[2], op: parts[3], index: i}, nil
 }
 
-// consumeBatches fetches branch outcomes in batches and hands each batch to handle.
+// consumeBatches keeps a pull request open and hands the outcomes to handle as they arrive, each
+// time with every outcome that has arrived meanwhile: one at a time when they trickle in, in groups
+// when they pour.
 func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, []jetstream.Msg)) {
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := cons.FetchNoWait(c.cfg.BatchSize)
-		var msgs []jetstream.Msg
+		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
+		fetched, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchContext(fetchCtx))
 		if err == nil {
-			for m := range batch.Messages() {
-				msgs = append(msgs, m)
-			}
-			err = batch.Error()
-		}
-		if len(msgs) == 0 && err == nil {
-			// Nothing waiting: block for the next outcome.
-			fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
-			var b jetstream.MessageBatch
-			b, err = cons.Fetch(1, jetstream.FetchContext(fetchCtx))
-			if err == nil {
-				for m := range b.Messages() {
-					msgs = append(msgs, m)
+			in := fetched.Messages()
+			for m := range in {
+				msgs := []jetstream.Msg{m}
+			more:
+				for len(msgs) < c.cfg.BatchSize {
+					select {
+					case m, ok := <-in:
+						if !ok {
+							break more
+						}
+						msgs = append(msgs, m)
+					default:
+						break more
+					}
 				}
-				err = b.Error()
+				handle(ctx, msgs)
 			}
-			cancel()
+			err = fetched.Error()
 		}
-		if len(msgs) > 0 {
-			handle(ctx, msgs)
-		}
+		cancel()
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
 			c.log.Debug("fetch of branch outcomes failed; retrying", "error", err)
 			sleep(ctx, backoff)
