@@ -283,37 +283,6 @@ func (s *Store) watchList(ctx context.Context, prefix string) ([]Entry, error) {
 	}
 }
 
-// Watch calls fn with the current value of key (if any) and every later one, until fn returns
-// true, ctx ends, or an error occurs.
-func (s *Store) Watch(ctx context.Context, key string, fn func(Entry) (done bool, err error)) error {
-	w, err := s.kv.Watch(ctx, key, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("kvstore: watch %s: %w", key, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("kvstore: watch %s: watcher closed", key)
-			}
-			if e == nil {
-				continue
-			}
-			entry, err := s.entry(ctx, e.Key(), e.Value(), e.Revision())
-			if err != nil {
-				return err
-			}
-			done, err := fn(entry)
-			if err != nil || done {
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // Unframe returns the value of a stored entry read straight from the bucket's stream (as a
 // consumer of "$KV.<bucket>.>" sees it), fetching it from the object store if it is large.
 func (s *Store) Unframe(ctx context.Context, key string, framed []byte) ([]byte, error) {

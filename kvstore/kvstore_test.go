@@ -115,21 +115,6 @@ func TestStore(t *testing.T) {
 				require.NoError(t, err)
 				require.Empty(t, none)
 			})
-			t.Run("watch sees current and later values", func(t *testing.T) {
-				_, err := s.Put(ctx, "w.1", []byte("one"))
-				require.NoError(t, err)
-				var seen []string
-				err = s.Watch(ctx, "w.1", func(e kvstore.Entry) (bool, error) {
-					seen = append(seen, string(e.Value))
-					if len(seen) == 1 {
-						_, err := s.Put(ctx, "w.1", []byte("two"))
-						return false, err
-					}
-					return true, nil
-				})
-				require.NoError(t, err)
-				require.Equal(t, []string{"one", "two"}, seen)
-			})
 		})
 	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/jetflow/jetflow/client"
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/durabletest"
 )
@@ -115,9 +114,7 @@ func TestAtMostOnceInterruptedAttemptCountsAsFailed(t *testing.T) {
 			var attempt int
 			err = waitResult(t, env, id, &attempt)
 			if tc.wantErr {
-				var ee *client.ExecutionError
-				require.ErrorAs(t, err, &ee)
-				require.Equal(t, "StepInterrupted", ee.ErrorType)
+				requireFailed(t, err, "StepInterrupted")
 			} else {
 				require.NoError(t, err)
 				require.Equal(t, 2, attempt)

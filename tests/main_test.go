@@ -7,8 +7,10 @@ import (
 	"os"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/jetflow/jetflow/client"
 	"github.com/jetflow/jetflow/durabletest"
 )
 
@@ -23,3 +25,13 @@ func testLogger() *slog.Logger {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks()...) }
+
+// requireFailed asserts that err is a failed execution whose error has the given type, and
+// returns it for further checks.
+func requireFailed(t *testing.T, err error, errorType string) *client.ExecutionError {
+	t.Helper()
+	var ee *client.ExecutionError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, errorType, ee.ErrorType)
+	return ee
+}

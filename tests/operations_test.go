@@ -63,9 +63,7 @@ func TestRetryIfStopsRetriesOfPermanentErrors(t *testing.T) {
 		}, durable.WithRetry(policy))
 	})
 	_, err := durabletest.Run[int](env, "permanent", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "tests.declinedError", ee.ErrorType)
+	ee := requireFailed(t, err, "tests.declinedError")
 	require.Equal(t, "card declined (code 5)", ee.Message)
 	require.Equal(t, int32(1), attempts.Load())
 }
@@ -78,9 +76,7 @@ func TestStepPanicIsAFailedAttempt(t *testing.T) {
 		}, durable.WithRetry(durable.RetryPolicy{MaxAttempts: 1}))
 	})
 	_, err := durabletest.Run[int](env, "panicky-step", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "Panic", ee.ErrorType)
+	ee := requireFailed(t, err, "Panic")
 	require.Contains(t, ee.Message, "nil map")
 }
 
@@ -95,9 +91,7 @@ func TestHandlerPanicFailsOnlyItsExecution(t *testing.T) {
 		return durable.Step(ctx, "echo", func(durable.StepContext) (string, error) { return s, nil })
 	})
 	_, err := durabletest.Run[string](env, "panics", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "Panic", ee.ErrorType)
+	ee := requireFailed(t, err, "Panic")
 	require.Contains(t, ee.Message, "assignment to entry in nil map")
 	got, err := durabletest.Run[string](env, "fine", "still serving")
 	require.NoError(t, err)
@@ -249,9 +243,7 @@ func TestNonDeterminismIsDetected(t *testing.T) {
 		return "finished", nil
 	})
 	_, err := durabletest.Run[string](env, "drifts", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "NonDeterminismError", ee.ErrorType)
+	ee := requireFailed(t, err, "NonDeterminismError")
 	require.Contains(t, ee.Message, `checkpoint has STEP "step-v1", handler now calls STEP "step-v2"`)
 }
 
@@ -271,18 +263,14 @@ func TestNonDeterministicKindIsDetected(t *testing.T) {
 		return "finished", nil
 	})
 	_, err := durabletest.Run[string](env, "kind-drifts", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "NonDeterminismError", ee.ErrorType)
+	requireFailed(t, err, "NonDeterminismError")
 }
 
 func TestBadInputFailsTheExecutionClearly(t *testing.T) {
 	env := durabletest.New(t)
 	durabletest.Register(env, "typed", func(ctx durable.Context, o Order) (int, error) { return o.Items, nil })
 	_, err := durabletest.Run[int](env, "typed", []string{"not", "an", "order"})
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "InputError", ee.ErrorType)
+	ee := requireFailed(t, err, "InputError")
 	require.Contains(t, ee.Message, "input of typed does not decode")
 }
 

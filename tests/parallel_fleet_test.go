@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/jetflow/jetflow/client"
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/durabletest"
 )
@@ -185,9 +184,7 @@ func TestRenamedParallelIsNonDeterministic(t *testing.T) {
 		return "", durable.Wait(ctx, "then", 10*time.Millisecond)
 	})
 	_, err := durabletest.Run[string](env, "renamed", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "NonDeterminismError", ee.ErrorType)
+	ee := requireFailed(t, err, "NonDeterminismError")
 	require.Contains(t, ee.Message, `checkpoint has PARALLEL "orig-name", handler now calls PARALLEL "renamed"`)
 }
 
@@ -213,9 +210,7 @@ func TestBranchRenamingAStepIsNonDeterministic(t *testing.T) {
 		return "", err
 	})
 	_, err := durabletest.Run[string](env, "branch-drifts", "")
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "NonDeterminismError", ee.ErrorType)
+	ee := requireFailed(t, err, "NonDeterminismError")
 	require.Contains(t, ee.Message, `operation 1-2-1: checkpoint has STEP "before-wait"`)
 }
 
@@ -244,9 +239,7 @@ func TestChangedBranchCountIsNonDeterministic(t *testing.T) {
 	})
 	_, err := durabletest.Run[string](env, "shrinks", "")
 	close(release)
-	var ee *client.ExecutionError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, "NonDeterminismError", ee.ErrorType)
+	ee := requireFailed(t, err, "NonDeterminismError")
 	require.Contains(t, ee.Message, "checkpoint has a batch of 3 branches, handler now calls 2 branches")
 }
 

@@ -394,15 +394,11 @@ func (inv *Invocation) write(cp *messages.Checkpoint, prev *record) *record {
 	if !errors.Is(err, kvstore.ErrConflict) {
 		inv.fail(fmt.Errorf("engine: write checkpoint %s: %w", key, err))
 	}
-	e, err := inv.store.Get(inv.ctx, key)
-	if err != nil {
-		inv.fail(fmt.Errorf("engine: read checkpoint %s after a conflict: %w", key, err))
+	stored := inv.reload(cp.OpID) // another writer was first: adopt its record
+	if stored == nil {
+		inv.fail(fmt.Errorf("engine: checkpoint %s conflicted, then vanished", key))
 	}
-	stored, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
-	if err != nil {
-		inv.fail(fmt.Errorf("engine: checkpoint %s: %w", key, err))
-	}
-	return inv.remember(&record{cp: stored, rev: e.Revision})
+	return stored
 }
 
 // reload reads the record of op from the store: nil if it has none.
