@@ -25,28 +25,50 @@ var (
 	ErrNotFound = errors.New("client: execution not found")
 	// ErrInputTooLarge is an input that does not fit in one start message.
 	ErrInputTooLarge = errors.New("client: input too large")
+	// ErrAlreadyEnded is a Cancel of an execution that has ended.
+	ErrAlreadyEnded = errors.New("client: execution already ended")
+	// ErrCancelled matches (errors.Is) the *ExecutionError of a cancelled execution.
+	ErrCancelled = errors.New("client: execution cancelled")
+	// ErrTimedOut matches (errors.Is) the *ExecutionError of an execution that timed out.
+	ErrTimedOut = errors.New("client: execution timed out")
 )
 
-// ExecutionError is a failed execution: the type name and message of the error its handler
-// returned (or "Panic", "NonDeterminismError", ...).
+// ExecutionError is an execution that did not succeed: the type name and message of the error
+// its handler returned (or "Panic", "NonDeterminismError", ...), or, for an execution stopped from
+// outside, "Cancelled" or "TimedOut" (errors.Is(err, ErrCancelled) and ErrTimedOut tell them).
 type ExecutionError struct {
 	ExecutionID string
 	Function    string
+	Status      string // FAILED, CANCELLED or TIMED_OUT
 	ErrorType   string
 	Message     string
 	Data        []byte
 }
 
 func (e *ExecutionError) Error() string {
-	return fmt.Sprintf("execution %s (%s) failed: %s: %s", e.ExecutionID, e.Function, e.ErrorType, e.Message)
+	how := "failed"
+	switch e.Status {
+	case messages.ExecutionCancelled.String():
+		how = "was cancelled"
+	case messages.ExecutionTimedOut.String():
+		how = "timed out"
+	}
+	return fmt.Sprintf("execution %s (%s) %s: %s: %s", e.ExecutionID, e.Function, how, e.ErrorType, e.Message)
+}
+
+// Is makes errors.Is(err, ErrCancelled) and errors.Is(err, ErrTimedOut) work.
+func (e *ExecutionError) Is(target error) bool {
+	return target == ErrCancelled && e.Status == messages.ExecutionCancelled.String() ||
+		target == ErrTimedOut && e.Status == messages.ExecutionTimedOut.String()
 }
 
 // Client talks to a running jetflow system over NATS. It is safe for concurrent use.
 type Client struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	execs *kvstore.Store
-	ckpts *kvstore.Store
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	execs   *kvstore.Store
+	ckpts   *kvstore.Store
+	batches *kvstore.Store
 }
 
 // New binds a client to the system reachable through nc, creating jetflow's streams and buckets
@@ -73,18 +95,28 @@ func New(nc *nats.Conn) (*Client, error) {
 	if c.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	if c.batches, err = kvstore.Open(ctx, js, messages.BatchBucket, topology.BlobBucket); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	return c, nil
 }
 
 // StartOption configures Start.
 type StartOption func(*startOptions)
 
-type startOptions struct{ name string }
+type startOptions struct {
+	name    string
+	timeout time.Duration
+}
 
 // WithExecutionName makes the start idempotent: the name is the execution id, and starting again
 // with the same name returns the same execution (the first start's function and input win). A
 // name is 1–128 of [A-Za-z0-9_-].
 func WithExecutionName(name string) StartOption { return func(o *startOptions) { o.name = name } }
+
+// WithTimeout ends the execution TIMED_OUT if it has not ended d after the start: its running code
+// is cancelled on every worker and nothing more of it is dispatched, as with Cancel. d > 0.
+func WithTimeout(d time.Duration) StartOption { return func(o *startOptions) { o.timeout = d } }
 
 // Start starts an execution of function with input (encoded as msgpack) and returns its id once
 // the start is stored in JetStream. A function no worker has registered yet is not an error: the
@@ -97,6 +129,9 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 	if err := messages.ValidateFunction(function); err != nil {
 		return "", fmt.Errorf("client: start: %w", err)
 	}
+	if o.timeout < 0 {
+		return "", fmt.Errorf("client: start %s: timeout must be positive, got %s", function, o.timeout)
+	}
 	id := o.name
 	if id == "" {
 		id = nuid.Next()
@@ -108,7 +143,7 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 		return "", fmt.Errorf("client: start %s: encode input %T: %w", function, input, err)
 	}
 	data := messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: function, Input: in,
-		RequestedAt: time.Now().UnixNano()})
+		RequestedAt: time.Now().UnixNano(), Timeout: int64(o.timeout)})
 	if len(data) > messages.MaxEventSize {
 		return "", fmt.Errorf("%w: %s: %d bytes encoded, the most is %d", ErrInputTooLarge, function, len(data), messages.MaxEventSize)
 	}
@@ -117,6 +152,57 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 		return "", fmt.Errorf("client: start %s: %w", function, err)
 	}
 	return id, nil
+}
+
+// CancelOption configures Cancel.
+type CancelOption func(*cancelOptions)
+
+type cancelOptions struct{ reason string }
+
+// WithReason is the message the cancelled execution's error carries.
+func WithReason(reason string) CancelOption { return func(o *cancelOptions) { o.reason = reason } }
+
+// Cancel stops a running execution: it ends CANCELLED, the Context of every piece of it running on
+// any worker is cancelled, and nothing more of it is dispatched. Cancel returns once the request is
+// stored; Result then reports the end (an *ExecutionError matching ErrCancelled). An unknown
+// execution is ErrNotFound; one that has already ended is ErrAlreadyEnded. Cancelling twice is
+// harmless.
+func (c *Client) Cancel(ctx context.Context, executionID string, opts ...CancelOption) error {
+	var o cancelOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := messages.ValidateExecutionID(executionID); err != nil {
+		return fmt.Errorf("client: cancel: %w", err)
+	}
+	x, err := c.read(ctx, executionID)
+	if err != nil {
+		return fmt.Errorf("client: cancel: %w", err)
+	}
+	if x.Status.Terminal() {
+		return fmt.Errorf("%w: %s is %s", ErrAlreadyEnded, executionID, x.Status)
+	}
+	data := messages.MustEncode(&messages.CancelExecution{ExecutionID: executionID, Reason: o.reason, RequestedAt: time.Now().UnixNano()})
+	if _, err := c.js.Publish(ctx, messages.EventSubject(executionID, "cancel"), data, jetstream.WithMsgID("cancel."+executionID)); err != nil {
+		return fmt.Errorf("client: cancel %s: %w", executionID, err)
+	}
+	return nil
+}
+
+// read returns the execution's stored state.
+func (c *Client) read(ctx context.Context, executionID string) (*messages.Execution, error) {
+	e, err := c.execs.Get(ctx, executionID)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, executionID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("execution %s: %w", executionID, err)
+	}
+	x, err := messages.DecodeAs[*messages.Execution](e.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: execution %s: %w", errUnreadable, executionID, err)
+	}
+	return x, nil
 }
 
 var errUnreadable = errors.New("client: unreadable record")
@@ -182,8 +268,8 @@ func (c *Client) Result(ctx context.Context, executionID string, out any) error 
 			return c.waitError(executionID, ctx.Err())
 		}
 	}
-	if final.Status == messages.ExecutionFailed {
-		ee := &ExecutionError{ExecutionID: final.ID, Function: final.Function}
+	if final.Status != messages.ExecutionSucceeded {
+		ee := &ExecutionError{ExecutionID: final.ID, Function: final.Function, Status: final.Status.String()}
 		if final.Error != nil {
 			ee.ErrorType, ee.Message, ee.Data = final.Error.Type, final.Error.Message, final.Error.Data
 		}
@@ -224,7 +310,7 @@ func (c *Client) waitError(executionID string, cause error) error {
 type Execution struct {
 	ID         string       `json:"id"`
 	Function   string       `json:"function"`
-	Status     string       `json:"status"` // RUNNING, SUCCEEDED, FAILED
+	Status     string       `json:"status"` // RUNNING, SUCCEEDED, FAILED, CANCELLED, TIMED_OUT
 	Error      *ErrorInfo   `json:"error,omitempty"`
 	CreatedAt  time.Time    `json:"createdAt"`
 	EndedAt    *time.Time   `json:"endedAt,omitempty"`
@@ -253,16 +339,9 @@ type ErrorInfo struct {
 
 // Describe returns the execution's status and its operation tree.
 func (c *Client) Describe(ctx context.Context, executionID string) (*Execution, error) {
-	e, err := c.execs.Get(ctx, executionID)
-	if errors.Is(err, kvstore.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, executionID)
-	}
+	x, err := c.read(ctx, executionID)
 	if err != nil {
-		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
-	}
-	x, err := messages.DecodeAs[*messages.Execution](e.Value)
-	if err != nil {
-		return nil, fmt.Errorf("client: describe %s: %w", executionID, err)
+		return nil, fmt.Errorf("client: describe: %w", err)
 	}
 	entries, err := c.ckpts.List(ctx, executionID)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jetflow/jetflow/coordinator/batch"
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
+	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
@@ -39,17 +41,21 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 
 // openBatch starts a batch's first branches, or, if it was opened before, dispatches its
 // unfinished branches again (deduplicated) in case a crash lost them.
-func (c *Coordinator) openBatch(ctx context.Context, eff lifecycle.OpenBatch) error {
+func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff lifecycle.OpenBatch) error {
 	key := batchKey(eff.ExecutionID, eff.Request.OpID)
 	// Stored before the first dispatch, so that no branch outcome arrives before its batch. A
 	// crash between the two is mended by reopen: a repeated request re-dispatches.
 	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
-	_, err := c.batches.Create(ctx, key, messages.MustEncode(b))
+	rev, err := c.batches.Create(ctx, key, messages.MustEncode(b))
 	switch {
 	case errors.Is(err, kvstore.ErrConflict):
 		return c.reopenBatch(ctx, key) // opened before
 	case err != nil:
 		return err
+	}
+	if !b.Completed {
+		// The branch loop folds from this copy (it is never modified: folds work on copies).
+		cache.put(key, &cachedBatch{state: b, rev: rev})
 	}
 	return c.carryOutBatch(ctx, b, d)
 }
@@ -222,7 +228,7 @@ func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consume
 
 // handleOutcomes folds a batch of branch outcomes: per batch, apply them all, carry out the
 // effects, store the state once, then ack.
-func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msgs []jetstream.Msg) {
+func (c *Coordinator) handleOutcomes(ctx context.Context, part *partition, msgs []jetstream.Msg) {
 	groups := map[string][]outcomeRef{}
 	var order []string
 	for _, m := range msgs {
@@ -239,7 +245,7 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 	}
 	for _, key := range order {
 		refs := groups[key]
-		early, err := c.applyOutcomes(ctx, cache, key, refs)
+		early, err := c.applyOutcomes(ctx, part, key, refs)
 		if errors.Is(err, kvstore.ErrNotFound) || errors.Is(err, errUnreadableOutcome) {
 			// No batch has this key (a batch's state is stored before its first dispatch), or the
 			// record is not an outcome: nothing a retry can mend.
@@ -250,7 +256,7 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 			continue
 		}
 		if err != nil {
-			cache.drop(key)
+			part.batches.drop(key)
 			for _, r := range refs {
 				c.retryLater(ctx, r.msg, err)
 			}
@@ -268,13 +274,18 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, cache *batchCache, msg
 
 // applyOutcomes folds refs into their batch and returns the branches whose outcomes came ahead of
 // the stored state (to be applied again later).
-func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key string, refs []outcomeRef) (map[int]bool, error) {
-	cb, err := c.loadBatch(ctx, cache, key)
+func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key string, refs []outcomeRef) (map[int]bool, error) {
+	cache := part.batches
+	cb, err := c.loadBatch(ctx, part, key)
 	if err != nil {
 		return nil, err
 	}
 	if cb.state.Completed {
 		return nil, nil // late outcomes of abandoned branches: neither recorded in the result nor counted
+	}
+	if part.stopped.Has(cb.state.ExecutionID) {
+		cache.drop(key)
+		return nil, nil // the execution was cancelled or timed out: nothing more is dispatched
 	}
 	// Fold into a copy, so that a failure below leaves the cached state as stored.
 	b := *cb.state
@@ -325,8 +336,8 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, cache *batchCache, key 
 	return early, nil
 }
 
-func (c *Coordinator) loadBatch(ctx context.Context, cache *batchCache, key string) (*cachedBatch, error) {
-	if cb := cache.get(key); cb != nil {
+func (c *Coordinator) loadBatch(ctx context.Context, part *partition, key string) (*cachedBatch, error) {
+	if cb := part.batches.get(key); cb != nil {
 		return cb, nil
 	}
 	e, err := c.batches.Get(ctx, key)
@@ -338,11 +349,31 @@ func (c *Coordinator) loadBatch(ctx context.Context, cache *batchCache, key stri
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: batch %s: %w", key, err)
 	}
+	// A batch this coordinator has not seen yet may belong to an execution stopped while another
+	// coordinator drove it: read the execution once to know.
+	if err := c.noteStopped(ctx, part.stopped, b.ExecutionID); err != nil {
+		return nil, err
+	}
 	cb := &cachedBatch{state: b, rev: e.Revision}
 	if !b.Completed {
-		cache.put(key, cb)
+		part.batches.put(key, cb)
 	}
 	return cb, nil
+}
+
+// noteStopped adds the execution to stopped if its stored state says it was stopped.
+func (c *Coordinator) noteStopped(ctx context.Context, stopped *recent.Set, executionID string) error {
+	e, err := c.execs.Get(ctx, executionID)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("coordinator: execution %s: %w", executionID, err)
+	}
+	if x, err := messages.DecodeAs[*messages.Execution](e.Value); err == nil && x.Status.Stopped() {
+		stopped.Add(executionID)
+	}
+	return nil
 }
 
 // cachedBatch is a batch's state as last stored, with its revision.
@@ -351,17 +382,33 @@ type cachedBatch struct {
 	rev   uint64
 }
 
-// batchCache holds the state of running batches, so that the branch loop reads a batch once and
-// then only writes it. Only the branch loop uses it. Bounded: past maxCachedBatches an arbitrary
-// entry goes (it is read again from KV when needed).
-type batchCache struct{ m map[string]*cachedBatch }
+// batchCache holds the state of running batches, so that the branch loop never reads a batch the
+// event loop opened, and reads any other once. Bounded: past maxCachedBatches an arbitrary entry
+// goes (it is read again from KV when needed).
+type batchCache struct {
+	mu sync.Mutex
+	m  map[string]*cachedBatch
+}
 
 const maxCachedBatches = 10_000
 
-func newBatchCache() *batchCache                   { return &batchCache{m: map[string]*cachedBatch{}} }
-func (bc *batchCache) get(key string) *cachedBatch { return bc.m[key] }
-func (bc *batchCache) drop(key string)             { delete(bc.m, key) }
+func newBatchCache() *batchCache { return &batchCache{m: map[string]*cachedBatch{}} }
+
+func (bc *batchCache) get(key string) *cachedBatch {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	return bc.m[key]
+}
+
+func (bc *batchCache) drop(key string) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	delete(bc.m, key)
+}
+
 func (bc *batchCache) put(key string, cb *cachedBatch) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
 	if _, ok := bc.m[key]; !ok && len(bc.m) >= maxCachedBatches {
 		for k := range bc.m {
 			delete(bc.m, k)

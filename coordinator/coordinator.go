@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/faults"
+	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -179,17 +180,24 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
 	}
-	cache := newBatchCache() // this partition's batches, while this coordinator drives it
+	part := &partition{execs: newExecCache(), batches: newBatchCache(), stopped: recent.New(maxRememberedStops)}
 	var wg sync.WaitGroup
-	execs := newExecCache()
 	wg.Go(func() {
-		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) { c.handleEvent(ctx, execs, msg) })
+		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) { c.handleEvent(ctx, part, msg) })
 	})
 	wg.Go(func() {
-		c.consumeBatches(ctx, branches, func(ctx context.Context, msgs []jetstream.Msg) { c.handleOutcomes(ctx, cache, msgs) })
+		c.consumeBatches(ctx, branches, func(ctx context.Context, msgs []jetstream.Msg) { c.handleOutcomes(ctx, part, msgs) })
 	})
 	wg.Wait()
 	return nil
+}
+
+// partition is what a coordinator keeps about one partition while it drives it; born empty when
+// the partition is taken.
+type partition struct {
+	execs   *execCache  // execution states, for the event loop only
+	batches *batchCache // running batches: opened by the event loop, folded by the branch loop
+	stopped *recent.Set // executions seen cancelled or timed out: their batches dispatch nothing more
 }
 
 // Stop stops consuming and waits, at most until ctx ends, for the event in hand to be finished.
@@ -242,7 +250,7 @@ func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, hand
 	}
 }
 
-func (c *Coordinator) handleEvent(ctx context.Context, execs *execCache, msg jetstream.Msg) {
+func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jetstream.Msg) {
 	ev, err := messages.Decode(msg.Data())
 	if err != nil {
 		c.log.Warn("dropping a malformed event", "subject", msg.Subject(), "error", err)
@@ -263,7 +271,7 @@ func (c *Coordinator) handleEvent(ctx context.Context, execs *execCache, msg jet
 		_ = msg.Term()
 		return
 	}
-	effects, err := c.apply(ctx, execs, id, ev)
+	effects, err := c.apply(ctx, part.execs, id, ev)
 	if err != nil {
 		if errors.Is(err, lifecycle.ErrUnknownExecution) || errors.Is(err, errInvalid) {
 			c.log.Warn("dropping an event", "subject", msg.Subject(), "error", err)
@@ -274,7 +282,7 @@ func (c *Coordinator) handleEvent(ctx context.Context, execs *execCache, msg jet
 		return
 	}
 	for _, eff := range effects {
-		if err := c.carryOut(ctx, eff); err != nil {
+		if err := c.carryOut(ctx, part, eff); err != nil {
 			c.retryLater(ctx, msg, err)
 			return
 		}
@@ -295,6 +303,8 @@ func eventExecution(ev messages.Message) (string, error) {
 	case *messages.InvocationEnded:
 		id = ev.ExecutionID
 	case *messages.TimerFired:
+		id = ev.ExecutionID
+	case *messages.CancelExecution:
 		id = ev.ExecutionID
 	default:
 		return "", fmt.Errorf("%w: %T is not an event", errInvalid, ev)
@@ -398,8 +408,16 @@ func (ec *execCache) put(id string, x *messages.Execution, rev uint64) {
 
 func (ec *execCache) drop(id string) { delete(ec.m, id) }
 
-func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error {
+func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecycle.Effect) error {
 	switch eff := eff.(type) {
+	case lifecycle.StopExecution:
+		// The branch loop dispatches nothing more of it; workers cancel what runs and drop what
+		// is queued (best effort: a task that slips through finds the execution ended).
+		part.stopped.Add(eff.ExecutionID)
+		notice := messages.MustEncode(&messages.Abandon{ExecutionID: eff.ExecutionID})
+		if err := c.nc.Publish(messages.AbandonSubject(eff.ExecutionID), notice); err != nil {
+			c.log.Debug("stop notice not sent", "execution", eff.ExecutionID, "error", err)
+		}
 	case lifecycle.Dispatch:
 		t := &messages.RunTask{ExecutionID: eff.ExecutionID, Function: eff.Function, TaskID: eff.TaskID, Path: eff.Path}
 		if len(eff.Input) <= maxCarriedInput {
@@ -407,7 +425,7 @@ func (c *Coordinator) carryOut(ctx context.Context, eff lifecycle.Effect) error 
 		}
 		return c.dispatch(ctx, t)
 	case lifecycle.OpenBatch:
-		return c.openBatch(ctx, eff)
+		return c.openBatch(ctx, part.batches, eff)
 	case lifecycle.ScheduleTimer:
 		data := messages.MustEncode(&messages.Timer{ExecutionID: eff.ExecutionID, Timer: eff.Timer})
 		_, err := c.js.Publish(ctx, messages.TimerSubject(eff.ExecutionID, eff.Timer.OpID), data,
@@ -493,6 +511,10 @@ func sleep(ctx context.Context, d time.Duration) {
 // fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
 // is also how long a consumer may stay deaf after one.
 const fetchExpiry = time.Second
+
+// maxRememberedStops bounds the executions a partition remembers as stopped; one forgotten is
+// read again from the store when its batch is next loaded.
+const maxRememberedStops = 10_000
 
 // maxCarriedInput is the largest input a task carries; a larger one the worker reads itself.
 const maxCarriedInput = 64 << 10

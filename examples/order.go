@@ -98,6 +98,7 @@ func Register(w *worker.Worker) {
 	worker.Register(w, TolerantFunction, Tolerant)
 	worker.Register(w, NestedFunction, Nested)
 	worker.Register(w, MapFunction, MapOrders)
+	worker.Register(w, FanOutFunction, FanOut)
 }
 
 // Demo is one example execution that `jetflow demo` runs.

@@ -108,3 +108,46 @@ func pause(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// FanOutFunction names FanOut.
+const FanOutFunction = "fan-out"
+
+// FanOutInput sizes FanOut: N branches, at most MaxConcurrency at once (0: unlimited), each
+// taking about WorkMillis; every FailEvery-th branch fails (0: none).
+type FanOutInput struct {
+	N              int `msgpack:"n" json:"n"`
+	MaxConcurrency int `msgpack:"maxConcurrency" json:"maxConcurrency"`
+	WorkMillis     int `msgpack:"workMillis" json:"workMillis"`
+	FailEvery      int `msgpack:"failEvery" json:"failEvery"`
+}
+
+// FanOut is a wide Parallel to watch (`jetflow watch`): N branches of one step each, with all
+// failures tolerated, returning how many succeeded.
+func FanOut(ctx durable.Context, in FanOutInput) (int, error) {
+	if in.N < 0 || in.N > 1_000_000 {
+		return 0, fmt.Errorf("fan-out: n must be 0 to 1,000,000, got %d", in.N)
+	}
+	branches := make([]durable.Branch[int], in.N)
+	for i := range branches {
+		branches[i] = durable.Branch[int]{Func: func(ctx durable.Context) (int, error) {
+			return durable.Step(ctx, "work", func(sc durable.StepContext) (int, error) {
+				if err := pause(sc, time.Duration(in.WorkMillis)*time.Millisecond); err != nil {
+					return 0, err
+				}
+				if in.FailEvery > 0 && i%in.FailEvery == in.FailEvery-1 {
+					return 0, fmt.Errorf("item %d: simulated failure", i)
+				}
+				return i, nil
+			}, durable.WithRetry(durable.RetryPolicy{MaxAttempts: 1}))
+		}}
+	}
+	opts := []durable.BatchOption{durable.WithCompletion(durable.AllCompleted())}
+	if in.MaxConcurrency > 0 {
+		opts = append(opts, durable.WithMaxConcurrency(in.MaxConcurrency))
+	}
+	res, err := durable.Parallel(ctx, "fan-out", branches, opts...)
+	if err != nil {
+		return 0, err
+	}
+	return res.SuccessCount(), nil
+}

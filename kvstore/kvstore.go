@@ -256,8 +256,18 @@ func (s *Store) replies() (<-chan *nats.Msg, string, func(), error) {
 	}, nil
 }
 
+// ListAll returns every entry of the bucket.
+func (s *Store) ListAll(ctx context.Context) ([]Entry, error) { return s.watch(ctx, ">") }
+
 func (s *Store) watchList(ctx context.Context, prefix string) ([]Entry, error) {
-	w, err := s.kv.Watch(ctx, prefix+".>", jetstream.IgnoreDeletes())
+	return s.watch(ctx, prefix+".>")
+}
+
+// watch returns the entries whose keys match the filter, read with a watch that ends at the
+// last one stored.
+func (s *Store) watch(ctx context.Context, filter string) ([]Entry, error) {
+	prefix := filter
+	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: list %s: %w", prefix, err)
 	}

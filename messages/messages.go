@@ -16,15 +16,16 @@ const ProtocolVersion = 1
 type Kind uint8
 
 const (
-	KindStartExecution  Kind = 1 // event: a client asks for an execution
-	KindInvocationEnded Kind = 2 // event: a worker finished one invocation of a handler
-	KindTimerFired      Kind = 3 // event: a durable timer is due
-	KindRunTask         Kind = 4 // task: run (or replay) an execution's handler
-	KindTimer           Kind = 5 // timer stream: a durable timer waiting to be due
-	KindExecution       Kind = 6 // record: an execution's state
-	KindCheckpoint      Kind = 7 // record: one operation's checkpoint
-	KindBatch           Kind = 8 // record: the coordinator's state of one Parallel or Map
-	KindAbandon         Kind = 9 // core NATS notice: abandon the running branches of a completed batch
+	KindStartExecution  Kind = 1  // event: a client asks for an execution
+	KindInvocationEnded Kind = 2  // event: a worker finished one invocation of a handler
+	KindTimerFired      Kind = 3  // event: a durable timer is due
+	KindRunTask         Kind = 4  // task: run (or replay) an execution's handler
+	KindTimer           Kind = 5  // timer stream: a durable timer waiting to be due
+	KindExecution       Kind = 6  // record: an execution's state
+	KindCheckpoint      Kind = 7  // record: one operation's checkpoint
+	KindBatch           Kind = 8  // record: the coordinator's state of one Parallel or Map
+	KindAbandon         Kind = 9  // core NATS notice: abandon the running branches of a completed batch
+	KindCancelExecution Kind = 10 // event: a client asks for an execution to stop
 )
 
 func (k Kind) String() string {
@@ -47,6 +48,8 @@ func (k Kind) String() string {
 		return "Batch"
 	case KindAbandon:
 		return "Abandon"
+	case KindCancelExecution:
+		return "CancelExecution"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -93,6 +96,17 @@ type StartExecution struct {
 	Input       []byte `msgpack:"in"` // msgpack encoding of the handler's input
 	RequestedAt int64  `msgpack:"at"` // unix nanoseconds, client clock
 	TraceParent string `msgpack:"tp,omitempty"`
+	// Timeout, if set, ends the execution TIMED_OUT this long after RequestedAt (nanoseconds).
+	Timeout int64 `msgpack:"to,omitempty"`
+}
+
+// CancelExecution asks for a running execution to stop: it ends CANCELLED, its running code is
+// cancelled on every worker, and nothing more of it is dispatched.
+type CancelExecution struct {
+	Header
+	ExecutionID string `msgpack:"id"`
+	Reason      string `msgpack:"rs,omitempty"`
+	RequestedAt int64  `msgpack:"at"`
 }
 
 // BranchRef names one branch: its Parallel (or Map) operation and its index there.
@@ -146,7 +160,13 @@ type TimerKind uint8
 const (
 	TimerWait  TimerKind = 1 // a durable.Wait: when due, the wait's checkpoint succeeds
 	TimerRetry TimerKind = 2 // a step's retry backoff: when due, the next attempt may run
+	// TimerTimeout is the execution's timeout (OpID TimeoutTimerOp): when due, the execution ends
+	// TIMED_OUT unless it has ended already.
+	TimerTimeout TimerKind = 3
 )
+
+// TimeoutTimerOp is the OpID of an execution's timeout timer (no operation has this id).
+const TimeoutTimerOp = "timeout"
 
 // TimerRequest is a timer an invocation needs before it can go on. Path is the branch that waits
 // (empty: the handler itself), which is what runs again when the timer is due.
@@ -227,7 +247,9 @@ type Batch struct {
 }
 
 // Abandon tells workers, over core NATS, that a batch completed: branches of it still running
-// are cancelled and their outcomes dropped. Best effort; see docs/DESIGN.md.
+// are cancelled and their outcomes dropped. An empty OpID abandons the whole execution (it was
+// cancelled or timed out): all its running code is cancelled and its queued tasks dropped. Best
+// effort; see docs/DESIGN.md.
 type Abandon struct {
 	Header
 	ExecutionID string      `msgpack:"id"`
@@ -273,6 +295,8 @@ const (
 	ExecutionRunning   ExecutionStatus = 1
 	ExecutionSucceeded ExecutionStatus = 2
 	ExecutionFailed    ExecutionStatus = 3
+	ExecutionCancelled ExecutionStatus = 4 // stopped by a CancelExecution
+	ExecutionTimedOut  ExecutionStatus = 5 // stopped by its timeout
 )
 
 func (s ExecutionStatus) String() string {
@@ -283,12 +307,29 @@ func (s ExecutionStatus) String() string {
 		return "SUCCEEDED"
 	case ExecutionFailed:
 		return "FAILED"
+	case ExecutionCancelled:
+		return "CANCELLED"
+	case ExecutionTimedOut:
+		return "TIMED_OUT"
 	}
 	return fmt.Sprintf("ExecutionStatus(%d)", uint8(s))
 }
 
+// ParseExecutionStatus is the inverse of String.
+func ParseExecutionStatus(s string) (ExecutionStatus, bool) {
+	for st := ExecutionRunning; st <= ExecutionTimedOut; st++ {
+		if st.String() == s {
+			return st, true
+		}
+	}
+	return 0, false
+}
+
 // Terminal reports whether the status is final.
-func (s ExecutionStatus) Terminal() bool { return s == ExecutionSucceeded || s == ExecutionFailed }
+func (s ExecutionStatus) Terminal() bool { return s >= ExecutionSucceeded && s <= ExecutionTimedOut }
+
+// Stopped reports whether the execution was stopped from outside (cancelled or timed out).
+func (s ExecutionStatus) Stopped() bool { return s == ExecutionCancelled || s == ExecutionTimedOut }
 
 // TimerState is a timer the coordinator scheduled, and whether it fired.
 type TimerState struct {
@@ -309,6 +350,10 @@ type Execution struct {
 	Timers    []TimerState    `msgpack:"ts,omitempty"`
 	CreatedAt int64           `msgpack:"ca"`
 	EndedAt   int64           `msgpack:"ea,omitempty"`
+	// Deadline is when the execution times out (unix nanoseconds; 0: never).
+	Deadline int64 `msgpack:"dl,omitempty"`
+	// TraceParent is the W3C trace context of the execution's span, carried on to its tasks.
+	TraceParent string `msgpack:"tp,omitempty"`
 }
 
 // OpKind is the kind of a durable operation.
@@ -403,6 +448,7 @@ func (*Execution) kind() Kind       { return KindExecution }
 func (*Checkpoint) kind() Kind      { return KindCheckpoint }
 func (*Batch) kind() Kind           { return KindBatch }
 func (*Abandon) kind() Kind         { return KindAbandon }
+func (*CancelExecution) kind() Kind { return KindCancelExecution }
 
 // Encode stamps m with its kind and the protocol version and returns its msgpack encoding.
 func Encode(m Message) ([]byte, error) {
@@ -460,6 +506,8 @@ func Decode(data []byte) (Message, error) {
 		m = new(Batch)
 	case KindAbandon:
 		m = new(Abandon)
+	case KindCancelExecution:
+		m = new(CancelExecution)
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownKind, uint8(h.Kind))
 	}

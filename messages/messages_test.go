@@ -32,6 +32,9 @@ func goldenCases() map[string]Message {
 		"execution":           &Execution{ID: "order-1", Function: "orders", Input: []byte{0xc0}, Status: ExecutionFailed, Error: info, Timers: []TimerState{{TimerRequest: TimerRequest{OpID: "3", FireAt: 5, Kind: TimerWait, Path: []BranchRef{{OpID: "1", Index: 2}}}, Fired: true}}, CreatedAt: 1, EndedAt: 2},
 		"timer":               &Timer{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}},
 		"timer_fired":         &TimerFired{ExecutionID: "order-1", Timer: TimerRequest{OpID: "2-1", FireAt: 1700000001000000000, Kind: TimerRetry}, FiredAt: 1700000001000100000},
+		"cancel_execution":    &CancelExecution{ExecutionID: "order-1", Reason: "operator", RequestedAt: 1700000000000000000},
+		"start_timeout":       &StartExecution{ExecutionID: "order-2", Function: "orders", Input: []byte{0xc0}, RequestedAt: 1700000000000000000, Timeout: 30_000_000_000},
+		"execution_timed_out": &Execution{ID: "order-2", Function: "orders", Input: []byte{0xc0}, Status: ExecutionTimedOut, Error: &ErrorInfo{Type: "TimedOut", Message: "m"}, CreatedAt: 1, EndedAt: 2, Deadline: 2, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
 		"checkpoint":          &Checkpoint{OpID: "2-1", OpKind: OpStep, Name: "charge", Status: OpPending, Error: info, Attempt: 2, FireAt: 1700000001000000000, StartedAt: 10, EndedAt: 11},
 	}
 }

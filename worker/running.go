@@ -42,6 +42,16 @@ func (r *runningSet) add(executionID string, path []messages.BranchRef, cancel c
 	}
 }
 
+// cancelExecution cancels every running invocation of the execution: the handler's and every
+// branch's.
+func (r *runningSet) cancelExecution(executionID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, inv := range r.m[executionID] {
+		inv.cancel()
+	}
+}
+
 // cancelBranchesOf cancels every running invocation that is a branch of batch op (at any depth).
 func (r *runningSet) cancelBranchesOf(executionID, op string) {
 	r.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/internal/engine"
 	"github.com/jetflow/jetflow/internal/faults"
+	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -98,6 +99,7 @@ type Worker struct {
 
 	cache   *branchCache
 	running *runningSet
+	stopped *recent.Set // executions this worker heard were cancelled or timed out
 
 	beatMu   sync.Mutex
 	beats    map[jetstream.Msg]time.Time // tasks in hand, since when
@@ -120,7 +122,7 @@ func New(nc *nats.Conn, cfg *Config) (*Worker, error) {
 	}
 	return &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
 		handlers: map[string]engine.Handler{}, consuming: map[string]bool{},
-		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet()}, nil
+		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet(), stopped: recent.New(10_000)}, nil
 }
 
 // Register makes h the handler of function on w. The input arrives as msgpack and is decoded into
@@ -359,6 +361,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	if w.stopped.Has(task.ExecutionID) {
+		ack(msg) // the execution was cancelled or timed out: nothing of it runs any more
+		return
+	}
 	log := w.log.With("execution", task.ExecutionID, "function", task.Function, "task", task.TaskID)
 	stopBeat := w.heartbeat(msg)
 	defer stopBeat()
@@ -449,6 +455,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		out = inv.RunCached(runCtx, cached)
 	} else {
 		out = inv.Run(runCtx, h, input)
+	}
+	if w.stopped.Has(task.ExecutionID) {
+		ack(msg) // stopped while it ran: whatever it did counts for nothing
+		return
 	}
 	ended := &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path}
 	switch out.Kind {
@@ -557,6 +567,11 @@ func (w *Worker) onAbandon(m *nats.Msg) {
 	a, err := messages.DecodeAs[*messages.Abandon](m.Data)
 	if err != nil {
 		w.log.Warn("dropping a malformed abandon notice", "subject", m.Subject, "error", err)
+		return
+	}
+	if a.OpID == "" { // the whole execution was stopped
+		w.stopped.Add(a.ExecutionID)
+		w.running.cancelExecution(a.ExecutionID)
 		return
 	}
 	w.cache.abandon(engine.BatchKey(a.ExecutionID, a.OpID))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -33,7 +34,7 @@ func connect(cmd *cobra.Command) (*nats.Conn, *client.Client, error) {
 func startCmd() *cobra.Command {
 	var name string
 	var wait bool
-	var timeout time.Duration
+	var timeout, execTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "start FUNCTION [INPUT_JSON]",
 		Short: "Start an execution and print its id (with --wait, its result)",
@@ -67,6 +68,9 @@ func startCmd() *cobra.Command {
 			if name != "" {
 				opts = append(opts, client.WithExecutionName(name))
 			}
+			if execTimeout != 0 {
+				opts = append(opts, client.WithTimeout(execTimeout))
+			}
 			id, err := cl.Start(ctx, args[0], input, opts...)
 			if err != nil {
 				return err
@@ -82,6 +86,48 @@ func startCmd() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "execution name: starting twice with one name starts one execution")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the result and print it")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait with --wait")
+	cmd.Flags().DurationVar(&execTimeout, "execution-timeout", 0, "end the execution TIMED_OUT if it runs longer than this (default: no limit)")
+	return cmd
+}
+
+func cancelCmd() *cobra.Command {
+	var reason string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "cancel EXECUTION_ID",
+		Short: "Cancel a running execution: every running branch is cancelled and nothing more runs",
+		Long: "Cancel a running execution. It ends CANCELLED; the Context of every piece of it running on\n" +
+			"any worker is cancelled, and nothing more of it is dispatched. By default the command waits\n" +
+			"until the execution has ended (exit 0); --wait=false returns once the request is stored.",
+		Example: "  jetflow cancel 5PRY3xEUfRwL1jTy3uAm2b --reason 'wrong input'",
+		Args:    usageArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, cl, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if err := cl.Cancel(ctx, args[0], client.WithReason(reason)); err != nil {
+				return err
+			}
+			if wait {
+				if err := cl.Result(ctx, args[0], nil); !errors.Is(err, client.ErrCancelled) {
+					if err == nil {
+						return fmt.Errorf("execution %s succeeded before the cancellation reached it", args[0])
+					}
+					return err
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why: the message of the cancelled execution's error")
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait until the execution has ended")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait")
 	return cmd
 }
 

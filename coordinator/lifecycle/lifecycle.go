@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/jetflow/jetflow/messages"
 )
@@ -42,6 +43,13 @@ type OpenBatch struct {
 	Request     messages.ParallelRequest
 }
 
+// StopExecution tells the fleet that the execution was stopped (cancelled or timed out): every
+// running piece of it is cancelled, and nothing more of it is dispatched.
+type StopExecution struct {
+	ExecutionID string
+}
+
+func (StopExecution) isEffect() {}
 func (Dispatch) isEffect()      {}
 func (ScheduleTimer) isEffect() {}
 func (FireTimer) isEffect()     {}
@@ -75,6 +83,11 @@ func Decide(state *messages.Execution, ev messages.Message) (*messages.Execution
 			return nil, nil, fmt.Errorf("%w: %s (timer fired)", ErrUnknownExecution, ev.ExecutionID)
 		}
 		return fired(state, ev)
+	case *messages.CancelExecution:
+		if state == nil {
+			return nil, nil, fmt.Errorf("%w: %s (cancel)", ErrUnknownExecution, ev.ExecutionID)
+		}
+		return cancel(state, ev)
 	}
 	return nil, nil, fmt.Errorf("lifecycle: not an event: %T", ev)
 }
@@ -84,15 +97,67 @@ func start(state *messages.Execution, ev *messages.StartExecution) (*messages.Ex
 		// A duplicate start (same execution name). While the execution runs, dispatch its first
 		// invocation again, in case a crash lost it: deduplicated, or at worst a harmless replay.
 		if state.Status == messages.ExecutionRunning {
-			return nil, []Effect{Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: StartTaskID, Input: state.Input}}, nil
+			return nil, startEffects(state), nil
 		}
 		return nil, nil, nil
 	}
 	next := &messages.Execution{
 		ID: ev.ExecutionID, Function: ev.Function, Input: ev.Input,
-		Status: messages.ExecutionRunning, CreatedAt: ev.RequestedAt,
+		Status: messages.ExecutionRunning, CreatedAt: ev.RequestedAt, TraceParent: ev.TraceParent,
 	}
-	return next, []Effect{Dispatch{ExecutionID: next.ID, Function: next.Function, TaskID: StartTaskID, Input: next.Input}}, nil
+	if ev.Timeout > 0 {
+		next.Deadline = ev.RequestedAt + ev.Timeout
+	}
+	return next, startEffects(next), nil
+}
+
+// startEffects dispatches an execution's first invocation and schedules its timeout, if any.
+func startEffects(x *messages.Execution) []Effect {
+	effects := []Effect{Dispatch{ExecutionID: x.ID, Function: x.Function, TaskID: StartTaskID, Input: x.Input}}
+	if x.Deadline > 0 {
+		effects = append(effects, ScheduleTimer{ExecutionID: x.ID,
+			Timer: messages.TimerRequest{OpID: messages.TimeoutTimerOp, FireAt: x.Deadline, Kind: messages.TimerTimeout}})
+	}
+	return effects
+}
+
+// cancel stops a running execution. Cancelling a cancelled execution repeats the stop (a crash may
+// have lost it); cancelling one that ended otherwise does nothing.
+func cancel(state *messages.Execution, ev *messages.CancelExecution) (*messages.Execution, []Effect, error) {
+	stop := []Effect{StopExecution{ExecutionID: state.ID}}
+	switch {
+	case state.Status == messages.ExecutionCancelled:
+		return nil, stop, nil
+	case state.Status.Terminal():
+		return nil, nil, nil
+	}
+	msg := ev.Reason
+	if msg == "" {
+		msg = "the execution was cancelled"
+	}
+	next := clone(state)
+	next.Status, next.Error, next.Result = messages.ExecutionCancelled, &messages.ErrorInfo{Type: "Cancelled", Message: msg}, nil
+	next.EndedAt = max(ev.RequestedAt, state.CreatedAt)
+	next.Timers = nil
+	return next, stop, nil
+}
+
+// timedOut stops a running execution whose timeout fired.
+func timedOut(state *messages.Execution, ev *messages.TimerFired) (*messages.Execution, []Effect, error) {
+	stop := []Effect{StopExecution{ExecutionID: state.ID}}
+	switch {
+	case state.Status == messages.ExecutionTimedOut:
+		return nil, stop, nil
+	case state.Status.Terminal():
+		return nil, nil, nil
+	}
+	next := clone(state)
+	next.Status, next.Result = messages.ExecutionTimedOut, nil
+	next.Error = &messages.ErrorInfo{Type: "TimedOut", Message: "the execution did not end within its timeout of " +
+		time.Duration(state.Deadline-state.CreatedAt).String()}
+	next.EndedAt = ev.FiredAt
+	next.Timers = nil
+	return next, stop, nil
 }
 
 func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.Execution, []Effect, error) {
@@ -140,6 +205,9 @@ func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.E
 }
 
 func fired(state *messages.Execution, ev *messages.TimerFired) (*messages.Execution, []Effect, error) {
+	if ev.Timer.Kind == messages.TimerTimeout {
+		return timedOut(state, ev)
+	}
 	if state.Status.Terminal() {
 		return nil, nil, nil
 	}

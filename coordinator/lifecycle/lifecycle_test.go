@@ -23,11 +23,23 @@ var (
 	errBad = &messages.ErrorInfo{Type: "errors.errorString", Message: "bad"}
 )
 
+var timeoutT = messages.TimerRequest{OpID: messages.TimeoutTimerOp, FireAt: 100, Kind: messages.TimerTimeout}
+
+func withDeadline(x *messages.Execution, at int64) *messages.Execution {
+	x.Deadline = at
+	return x
+}
+
 func TestDecide(t *testing.T) {
 	succeeded := running()
 	succeeded.Status, succeeded.Result, succeeded.EndedAt = messages.ExecutionSucceeded, []byte{7}, 99
 	failed := running()
 	failed.Status, failed.Error, failed.EndedAt = messages.ExecutionFailed, errBad, 99
+	cancelled := running()
+	cancelled.Status, cancelled.Error, cancelled.EndedAt = messages.ExecutionCancelled, &messages.ErrorInfo{Type: "Cancelled", Message: "no"}, 50
+	timedOut := withDeadline(running(), 100)
+	timedOut.Status, timedOut.EndedAt = messages.ExecutionTimedOut, 101
+	timedOut.Error = &messages.ErrorInfo{Type: "TimedOut", Message: "the execution did not end within its timeout of 90ns"}
 
 	for _, tc := range []struct {
 		name    string
@@ -132,6 +144,58 @@ func TestDecide(t *testing.T) {
 			event: &messages.TimerFired{ExecutionID: exec, Timer: waitT},
 		},
 		{
+			name:    "a start with a timeout schedules the timeout",
+			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10, Timeout: 90},
+			next:    withDeadline(running(), 100),
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}, ScheduleTimer{exec, timeoutT}},
+		},
+		{
+			name:    "a duplicate start schedules the timeout again",
+			state:   withDeadline(running(), 100),
+			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn"},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}, ScheduleTimer{exec, timeoutT}},
+		},
+		{
+			name:    "cancel stops a running execution",
+			state:   running(messages.TimerState{TimerRequest: waitT}),
+			event:   &messages.CancelExecution{ExecutionID: exec, Reason: "no", RequestedAt: 50},
+			next:    cancelled,
+			effects: []Effect{StopExecution{exec}},
+		},
+		{
+			name:    "cancel of a cancelled execution repeats the stop",
+			state:   cancelled,
+			event:   &messages.CancelExecution{ExecutionID: exec, RequestedAt: 60},
+			effects: []Effect{StopExecution{exec}},
+		},
+		{
+			name:  "cancel of a finished execution does nothing",
+			state: succeeded,
+			event: &messages.CancelExecution{ExecutionID: exec},
+		},
+		{
+			name:  "cancel of an unknown execution is an error",
+			event: &messages.CancelExecution{ExecutionID: exec},
+			err:   ErrUnknownExecution,
+		},
+		{
+			name:    "the timeout stops a running execution",
+			state:   withDeadline(running(), 100),
+			event:   &messages.TimerFired{ExecutionID: exec, Timer: timeoutT, FiredAt: 101},
+			next:    timedOut,
+			effects: []Effect{StopExecution{exec}},
+		},
+		{
+			name:  "the timeout of a finished execution does nothing",
+			state: succeeded,
+			event: &messages.TimerFired{ExecutionID: exec, Timer: timeoutT, FiredAt: 101},
+		},
+		{
+			name:  "an ending after a cancellation changes nothing",
+			state: cancelled,
+			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeCompleted, Result: []byte{7}},
+		},
+		{
 			name:  "an ending for an unknown execution is an error",
 			event: &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeCompleted},
 			err:   ErrUnknownExecution,
@@ -183,6 +247,8 @@ func TestDecideIsIdempotent(t *testing.T) {
 			rapid.Custom(func(t *rapid.T) messages.Message {
 				return &messages.TimerFired{ExecutionID: exec, Timer: rapid.SampledFrom(timers).Draw(t, "timer")}
 			}),
+			rapid.Just[messages.Message](&messages.CancelExecution{ExecutionID: exec, RequestedAt: 5}),
+			rapid.Just[messages.Message](&messages.TimerFired{ExecutionID: exec, Timer: timeoutT, FiredAt: 7}),
 		)
 		var state *messages.Execution
 		events := append([]messages.Message{&messages.StartExecution{ExecutionID: exec, Function: "fn"}},
@@ -192,7 +258,9 @@ func TestDecideIsIdempotent(t *testing.T) {
 			require.NoError(t, err)
 			if state != nil && state.Status.Terminal() {
 				require.Nil(t, next, "a finished execution changed")
-				require.Empty(t, effects)
+				for _, eff := range effects { // only a repeated stop of a stopped execution
+					require.Equal(t, StopExecution{exec}, eff)
+				}
 			}
 			if next != nil {
 				state = next
