@@ -175,13 +175,15 @@ func (c *Client) Cancel(ctx context.Context, executionID string, opts ...CancelO
 	if err := messages.ValidateExecutionID(executionID); err != nil {
 		return fmt.Errorf("client: cancel: %w", err)
 	}
-	x, err := c.read(ctx, executionID)
+	rec, err := c.Lookup(ctx, executionID)
 	if err != nil {
 		return fmt.Errorf("client: cancel: %w", err)
 	}
-	if x.Status.Terminal() {
-		return fmt.Errorf("%w: %s is %s", ErrAlreadyEnded, executionID, x.Status)
+	if st, ok := messages.ParseExecutionStatus(rec.Status); ok && st.Terminal() {
+		return fmt.Errorf("%w: %s is %s", ErrAlreadyEnded, executionID, rec.Status)
 	}
+	// Running, or its start not yet taken up: the cancel follows the start on the partition's
+	// event stream, so the coordinator applies it after the start either way.
 	data := messages.MustEncode(&messages.CancelExecution{ExecutionID: executionID, Reason: o.reason, RequestedAt: time.Now().UnixNano()})
 	if _, err := c.js.Publish(ctx, messages.EventSubject(executionID, "cancel"), data, jetstream.WithMsgID("cancel."+executionID)); err != nil {
 		return fmt.Errorf("client: cancel %s: %w", executionID, err)

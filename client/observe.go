@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,6 +21,51 @@ type Summary struct {
 	Error     *ErrorInfo `json:"error,omitempty"`
 	CreatedAt time.Time  `json:"createdAt"`
 	EndedAt   *time.Time `json:"endedAt,omitempty"`
+}
+
+// Record is an execution as stored: its summary and, once it has succeeded, its result (msgpack).
+type Record struct {
+	Summary
+	Result []byte `json:"-"`
+}
+
+// StatusPending is the status Lookup reports for an execution whose start is stored but not yet
+// taken up by a coordinator.
+const StatusPending = "PENDING"
+
+// Lookup returns the execution's record as it is now, without waiting: StatusPending if its start
+// is stored and no coordinator has taken it up yet. An unknown id is ErrNotFound.
+func (c *Client) Lookup(ctx context.Context, executionID string) (*Record, error) {
+	if err := messages.ValidateExecutionID(executionID); err != nil {
+		return nil, fmt.Errorf("client: lookup: %w", err)
+	}
+	x, err := c.read(ctx, executionID)
+	if errors.Is(err, ErrNotFound) {
+		// The start waits in the event stream until a coordinator folds it into a record.
+		var m *jetstream.RawStreamMsg
+		stream, serr := c.js.Stream(ctx, messages.EventStream)
+		if serr == nil {
+			m, serr = stream.GetLastMsgForSubject(ctx, messages.EventSubject(executionID, "start"))
+		}
+		if serr == nil {
+			if st, derr := messages.DecodeAs[*messages.StartExecution](m.Data); derr == nil {
+				return &Record{Summary: Summary{ID: st.ExecutionID, Function: st.Function, Status: StatusPending,
+					CreatedAt: time.Unix(0, st.RequestedAt)}}, nil
+			}
+		}
+		// Gone from the stream: a coordinator may have stored the record and taken the start
+		// between the two reads.
+		x, err = c.read(ctx, executionID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: lookup: %w", err)
+	}
+	return &Record{Summary: summary(x), Result: x.Result}, nil
+}
+
+func summary(x *messages.Execution) Summary {
+	return Summary{ID: x.ID, Function: x.Function, Status: x.Status.String(), Error: errorInfo(x.Error),
+		CreatedAt: time.Unix(0, x.CreatedAt), EndedAt: timePtr(x.EndedAt)}
 }
 
 // ListOptions filters List. The zero value lists the 20 most recent executions.
@@ -51,8 +97,7 @@ func (c *Client) List(ctx context.Context, o ListOptions) ([]Summary, error) {
 		if err != nil {
 			continue // not an execution record: nothing to show
 		}
-		s := Summary{ID: x.ID, Function: x.Function, Status: x.Status.String(), Error: errorInfo(x.Error),
-			CreatedAt: time.Unix(0, x.CreatedAt), EndedAt: timePtr(x.EndedAt)}
+		s := summary(x)
 		if o.Function != "" && s.Function != o.Function || o.Status != "" && s.Status != o.Status ||
 			!o.Since.IsZero() && s.CreatedAt.Before(o.Since) {
 			continue

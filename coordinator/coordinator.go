@@ -146,9 +146,18 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.js = js
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a, err := c.serveAPI(runCtx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("coordinator: public API: %w", err)
+	}
 	c.cancel = cancel
 	c.started = true
 	c.wg.Go(func() { c.leaseLoop(runCtx) })
+	c.wg.Go(func() {
+		<-runCtx.Done()
+		a.stop()
+	})
 	c.wg.Go(func() { // Start's ctx bounds the coordinator's life too
 		select {
 		case <-ctx.Done():

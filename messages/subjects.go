@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -117,11 +118,14 @@ func isToken(s string) bool {
 	return true
 }
 
+// ErrInvalidName is a function name or execution id that cannot be one.
+var ErrInvalidName = errors.New("messages: invalid name")
+
 // ValidateFunction reports whether name can be a function name: 1–128 letters, digits, '_' or '-'
 // (it becomes a subject token and a consumer name).
 func ValidateFunction(name string) error {
 	if !isToken(name) {
-		return fmt.Errorf("messages: invalid function name %q: want 1-128 of [A-Za-z0-9_-]", name)
+		return fmt.Errorf("%w: function name %q: want 1-128 of [A-Za-z0-9_-]", ErrInvalidName, name)
 	}
 	return nil
 }
@@ -130,7 +134,7 @@ func ValidateFunction(name string) error {
 // caller): 1–128 letters, digits, '_' or '-'.
 func ValidateExecutionID(id string) error {
 	if !isToken(id) {
-		return fmt.Errorf("messages: invalid execution id %q: want 1-128 of [A-Za-z0-9_-]", id)
+		return fmt.Errorf("%w: execution id %q: want 1-128 of [A-Za-z0-9_-]", ErrInvalidName, id)
 	}
 	return nil
 }
@@ -138,3 +142,12 @@ func ValidateExecutionID(id string) error {
 // MaxEventSize is the largest encoded event a worker or client publishes: NATS's default maximum
 // payload (1 MiB) less room for headers. Larger results and inputs are refused with a clear error.
 const MaxEventSize = 1<<20 - 8<<10
+
+// The public request/reply API, served by every coordinator (queue group APIQueue) over core
+// NATS, in JSON or msgpack (docs/PROTOCOL.md): what a client in any language uses.
+const (
+	APIStartSubject  = subjectRoot + ".api.start"
+	APIResultSubject = subjectRoot + ".api.result"
+	APICancelSubject = subjectRoot + ".api.cancel"
+	APIQueue         = "jetflow-api"
+)

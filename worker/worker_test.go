@@ -36,7 +36,7 @@ func TestRegisterRejectsBadNamesAndDuplicates(t *testing.T) {
 	w, err := worker.New(&nats.Conn{}, nil)
 	require.NoError(t, err)
 	h := func(durable.Context, string) (string, error) { return "", nil }
-	require.PanicsWithValue(t, `worker: Register: messages: invalid function name "a.b": want 1-128 of [A-Za-z0-9_-]`,
+	require.PanicsWithValue(t, `worker: Register: messages: invalid name: function name "a.b": want 1-128 of [A-Za-z0-9_-]`,
 		func() { worker.Register(w, "a.b", h) })
 	worker.Register(w, "ok", h)
 	require.Panics(t, func() { worker.Register(w, "ok", h) })

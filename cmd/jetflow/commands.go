@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow/jetflow/client"
+	"github.com/jetflow/jetflow/internal/jsonvalue"
 	"github.com/jetflow/jetflow/internal/service"
 )
 
@@ -53,7 +53,7 @@ func startCmd() *cobra.Command {
 					}
 				}
 				var err error
-				if input, err = parseJSON(raw); err != nil {
+				if input, err = jsonvalue.Parse(raw); err != nil {
 					return &exitError{exitUsage, fmt.Errorf("INPUT_JSON: %w", err)}
 				}
 			}
@@ -228,38 +228,4 @@ func printTree(w io.Writer, x *client.Execution) {
 		}
 	}
 	walk(x.Operations, 0)
-}
-
-// parseJSON decodes a JSON value, keeping integers as int64 so that handlers taking ints get them.
-func parseJSON(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("more than one JSON value")
-	}
-	return numbers(v), nil
-}
-
-func numbers(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return i
-		}
-		f, _ := v.Float64()
-		return f
-	case map[string]any:
-		for k, e := range v {
-			v[k] = numbers(e)
-		}
-	case []any:
-		for i, e := range v {
-			v[i] = numbers(e)
-		}
-	}
-	return v
 }

@@ -22,13 +22,3 @@ func TestDemoRunsEveryExample(t *testing.T) {
 	require.Contains(t, s, `BRANCH  "A-3" SUCCEEDED`)
 	require.NotContains(t, s, "execution failed")
 }
-
-func TestParseJSONKeepsIntegers(t *testing.T) {
-	v, err := parseJSON([]byte(`{"n": 3, "f": 1.5, "l": [1, "x"]}`))
-	require.NoError(t, err)
-	require.Equal(t, map[string]any{"n": int64(3), "f": 1.5, "l": []any{int64(1), "x"}}, v)
-	_, err = parseJSON([]byte(`{} {}`))
-	require.Error(t, err)
-	_, err = parseJSON([]byte(`{bad`))
-	require.Error(t, err)
-}
