@@ -13,7 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/vmihailenco/msgpack/v5"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -64,6 +67,7 @@ func (e *ExecutionError) Is(target error) bool {
 
 // Client talks to a running jetflow system over NATS. It is safe for concurrent use.
 type Client struct {
+	tracer  trace.Tracer
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	execs   *kvstore.Store
@@ -71,11 +75,24 @@ type Client struct {
 	batches *kvstore.Store
 }
 
+// Option configures New.
+type Option func(*options)
+
+type options struct{ tp trace.TracerProvider }
+
+// WithTracerProvider sends the client's spans (one per Start, the root of the execution's trace)
+// to tp. Default: the OpenTelemetry global provider (a no-op unless the program set one).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
 // New binds a client to the system reachable through nc, creating jetflow's streams and buckets
 // if no service has yet.
-func New(nc *nats.Conn) (*Client, error) {
+func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if nc == nil {
 		return nil, errors.New("client: nil NATS connection")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -88,7 +105,7 @@ func New(nc *nats.Conn) (*Client, error) {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	}
-	c := &Client{nc: nc, js: js}
+	c := &Client{nc: nc, js: js, tracer: telemetry.New(o.tp, nil).Tracer}
 	if c.execs, err = kvstore.Open(ctx, js, messages.ExecutionBucket, topology.BlobBucket); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -121,7 +138,16 @@ func WithTimeout(d time.Duration) StartOption { return func(o *startOptions) { o
 // Start starts an execution of function with input (encoded as msgpack) and returns its id once
 // the start is stored in JetStream. A function no worker has registered yet is not an error: the
 // execution waits in its queue until a worker registers the function.
-func (c *Client) Start(ctx context.Context, function string, input any, opts ...StartOption) (string, error) {
+func (c *Client) Start(ctx context.Context, function string, input any, opts ...StartOption) (id string, err error) {
+	ctx, span := c.tracer.Start(ctx, "jetflow.start "+function, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(telemetry.KeyFunction.String(function)))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.SetAttributes(telemetry.KeyExecution.String(id))
+		span.End()
+	}()
 	var o startOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -132,7 +158,7 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 	if o.timeout < 0 {
 		return "", fmt.Errorf("client: start %s: timeout must be positive, got %s", function, o.timeout)
 	}
-	id := o.name
+	id = o.name
 	if id == "" {
 		id = nuid.Next()
 	} else if err := messages.ValidateExecutionID(id); err != nil {
@@ -143,11 +169,13 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 		return "", fmt.Errorf("client: start %s: encode input %T: %w", function, input, err)
 	}
 	data := messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: function, Input: in,
-		RequestedAt: time.Now().UnixNano(), Timeout: int64(o.timeout)})
+		RequestedAt: time.Now().UnixNano(), Timeout: int64(o.timeout), TraceParent: telemetry.TraceParent(ctx)})
 	if len(data) > messages.MaxEventSize {
 		return "", fmt.Errorf("%w: %s: %d bytes encoded, the most is %d", ErrInputTooLarge, function, len(data), messages.MaxEventSize)
 	}
-	_, err = c.js.Publish(ctx, messages.EventSubject(id, "start"), data, jetstream.WithMsgID("start."+id))
+	msg := &nats.Msg{Subject: messages.EventSubject(id, "start"), Data: data, Header: nats.Header{}}
+	telemetry.Inject(ctx, msg.Header)
+	_, err = c.js.PublishMsg(ctx, msg, jetstream.WithMsgID("start."+id))
 	if err != nil {
 		return "", fmt.Errorf("client: start %s: %w", function, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetflow/jetflow/client"
 	"github.com/jetflow/jetflow/internal/jsonvalue"
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/messages"
 )
 
@@ -100,7 +101,7 @@ type api struct {
 }
 
 func (c *Coordinator) serveAPI(ctx context.Context) (*api, error) {
-	cl, err := client.New(c.nc)
+	cl, err := client.New(c.nc, client.WithTracerProvider(c.cfg.TracerProvider))
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +140,8 @@ func (a *api) serve(m *nats.Msg, h func(context.Context, *nats.Msg, bool) any) {
 	}
 	a.wg.Go(func() {
 		defer func() { <-a.sem }()
-		a.reply(m, isJSON, h(a.ctx, m, isJSON))
+		// A caller that sends a W3C traceparent header gets the execution traced under its span.
+		a.reply(m, isJSON, h(telemetry.Extract(a.ctx, m.Header), m, isJSON))
 	})
 }
 

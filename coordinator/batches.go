@@ -15,6 +15,7 @@ import (
 	"github.com/jetflow/jetflow/coordinator/batch"
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/recent"
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
@@ -46,11 +47,15 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 	// Stored before the first dispatch, so that no branch outcome arrives before its batch. A
 	// crash between the two is mended by reopen: a repeated request re-dispatches.
 	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
+	b.ResumeTrace = eff.Request.ResumeTrace
+	c.beginBatch(ctx, b, eff.Request)
 	rev, err := c.batches.Create(ctx, key, messages.MustEncode(b))
 	switch {
 	case errors.Is(err, kvstore.ErrConflict):
-		return c.reopenBatch(ctx, key) // opened before
+		c.spans.drop(key) // opened before: its span is the first opening's
+		return c.reopenBatch(ctx, key)
 	case err != nil:
+		c.spans.drop(key)
 		return err
 	}
 	if !b.Completed {
@@ -77,7 +82,7 @@ func (c *Coordinator) reopenBatch(ctx context.Context, key string) error {
 	}
 	var tasks []*messages.RunTask
 	batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
-	return c.publishTasks(ctx, tasks)
+	return c.publishTasks(ctx, tasks, b.TraceParent)
 }
 
 // carryOutBatch dispatches what d says, and completes the batch if it says so.
@@ -87,7 +92,7 @@ func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d ba
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
 			tasks = append(tasks, branchTask(b, i))
 		}
-		if err := c.publishTasks(ctx, tasks); err != nil {
+		if err := c.publishTasks(ctx, tasks, b.TraceParent); err != nil {
 			return err
 		}
 	}
@@ -132,14 +137,16 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) erro
 		}
 	}
 	c.log.Debug("batch complete", "batch", key, "reason", b.Reason, "succeeded", b.Succeeded, "failed", b.Failed)
-	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID})
+	c.endBatch(b)
+	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID}, b.ResumeTrace)
 }
 
-// publishTasks publishes tasks asynchronously and waits for every PubAck.
-func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask) error {
+// publishTasks publishes tasks asynchronously and waits for every PubAck; trace is the parent of
+// their invocations' spans.
+func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask, trace string) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
 	for _, t := range tasks {
-		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t)}
+		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
 		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(taskMsgID(t)), jetstream.WithStallWait(10*time.Second))
 		if err != nil {
 			return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
@@ -316,7 +323,7 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 			complete = true
 		}
 	}
-	if err := c.publishTasks(ctx, tasks); err != nil {
+	if err := c.publishTasks(ctx, tasks, b.TraceParent); err != nil {
 		return nil, err
 	}
 	if complete {
@@ -398,6 +405,15 @@ func (bc *batchCache) get(key string) *cachedBatch {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
 	return bc.m[key]
+}
+
+// each calls fn with every cached batch (fn must not use the cache).
+func (bc *batchCache) each(fn func(key string, b *messages.Batch)) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	for k, cb := range bc.m {
+		fn(k, cb.state)
+	}
 }
 
 func (bc *batchCache) drop(key string) {

@@ -12,10 +12,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/recent"
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -45,6 +48,10 @@ type Config struct {
 	// dead coordinator's partitions wait before another takes them. Every coordinator of a system
 	// must use the same value. Default 10s; at least 1s.
 	LeaseTTL time.Duration
+	// TracerProvider and MeterProvider receive the coordinator's spans (an execution's and each
+	// batch's) and metrics. Default: the OpenTelemetry globals (no-ops unless the program set them).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -98,8 +105,12 @@ type Coordinator struct {
 	batches *kvstore.Store
 	leases  jetstream.KeyValue
 
+	tel   *telemetry.Telemetry
+	spans *spanTable
+
 	mu      sync.Mutex
-	held    []int // partitions driven now, for Partitions
+	held    []int              // partitions driven now, for Partitions
+	parts   map[int]*partition // their state, for the in-flight gauge
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	started bool
@@ -114,7 +125,12 @@ func New(nc *nats.Conn, cfg *Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Coordinator{nc: nc, cfg: c, log: c.Logger}, nil
+	co := &Coordinator{nc: nc, cfg: c, log: c.Logger, tel: telemetry.New(c.TracerProvider, c.MeterProvider),
+		spans: newSpanTable(), parts: map[int]*partition{}}
+	if err := co.observeInFlight(); err != nil {
+		return nil, fmt.Errorf("coordinator: metrics: %w", err)
+	}
+	return co, nil
 }
 
 // Start creates what is missing of jetflow's streams and buckets and starts consuming. It returns
@@ -190,6 +206,14 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
 	}
 	part := &partition{execs: newExecCache(), batches: newBatchCache(), stopped: recent.New(maxRememberedStops)}
+	c.mu.Lock()
+	c.parts[p] = part
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.parts, p)
+		c.mu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) { c.handleEvent(ctx, part, msg) })
@@ -260,6 +284,7 @@ func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, hand
 }
 
 func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jetstream.Msg) {
+	ctx = telemetry.Extract(ctx, msg.Headers()) // the sender's span: the parent of any span begun here
 	ev, err := messages.Decode(msg.Data())
 	if err != nil {
 		c.log.Warn("dropping a malformed event", "subject", msg.Subject(), "error", err)
@@ -329,6 +354,9 @@ func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev
 		if err != nil {
 			return nil, err
 		}
+		if start, ok := ev.(*messages.StartExecution); ok && state == nil && !c.spans.has(id) {
+			ev = c.beginExecution(ctx, start)
+		}
 		next, effects, err := lifecycle.Decide(state, ev)
 		if err != nil {
 			return nil, err
@@ -356,7 +384,11 @@ func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev
 		} else {
 			cache.put(id, next, newRev)
 		}
+		if state == nil {
+			c.tel.ExecutionsStarted.Add(ctx, 1, metric.WithAttributes(telemetry.KeyFunction.String(next.Function)))
+		}
 		if next.Status.Terminal() && (state == nil || !state.Status.Terminal()) {
+			c.endExecution(ctx, next)
 			c.log.Info("execution ended", "execution", id, "function", next.Function, "status", next.Status)
 			_ = c.nc.Publish(messages.EndedSubject(id), nil) // best effort: waiters also poll
 		}
@@ -432,7 +464,7 @@ func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecyc
 		if len(eff.Input) <= maxCarriedInput {
 			t.Input = eff.Input
 		}
-		return c.dispatch(ctx, t)
+		return c.dispatch(ctx, t, eff.Trace)
 	case lifecycle.OpenBatch:
 		return c.openBatch(ctx, part.batches, eff)
 	case lifecycle.ScheduleTimer:
@@ -450,10 +482,11 @@ func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecyc
 	return nil
 }
 
-// dispatch publishes a task, deduplicated by its TaskID.
-func (c *Coordinator) dispatch(ctx context.Context, t *messages.RunTask) error {
-	_, err := c.js.Publish(ctx, messages.TaskSubject(t.Function, t.ExecutionID), messages.MustEncode(t),
-		jetstream.WithMsgID(taskMsgID(t)))
+// dispatch publishes a task, deduplicated by its TaskID; trace (a traceparent) is the parent of the
+// span of the invocation it causes.
+func (c *Coordinator) dispatch(ctx context.Context, t *messages.RunTask, trace string) error {
+	msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
+	_, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(taskMsgID(t)))
 	if err != nil {
 		return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/client"
 	"github.com/jetflow/jetflow/coordinator"
@@ -28,6 +30,8 @@ type options struct {
 	maxConcurrent         int
 	clusterNodes          int
 	logger                *slog.Logger
+	tp                    trace.TracerProvider
+	mp                    metric.MeterProvider
 }
 
 // WithWorkers sets how many workers run (default 2).
@@ -56,6 +60,13 @@ func WithMaxConcurrent(n int) Option { return func(o *options) { o.maxConcurrent
 
 // WithLogger sends the services' logs to l (default: discarded).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithTracerProvider sends the spans of the client, the coordinators and the workers to tp (an
+// in-memory exporter's provider, say), so that a test can check an execution's trace.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// WithMeterProvider sends the coordinators' and workers' metrics to mp.
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
 
 // Env is a running test environment.
 type Env struct {
@@ -111,7 +122,7 @@ func New(t testing.TB, opts ...Option) *Env {
 		e.StartCoordinator(len(e.coords) - 1)
 	}
 	e.nc = e.connect("client")
-	if e.cl, err = client.New(e.nc); err != nil {
+	if e.cl, err = client.New(e.nc, client.WithTracerProvider(e.opts.tp)); err != nil {
 		t.Fatalf("durabletest: %v", err)
 	}
 	for range o.workers {
@@ -193,7 +204,7 @@ func (e *Env) StartWorker(i int) {
 	e.t.Helper()
 	nc := e.connect(fmt.Sprintf("worker-%d", i))
 	w, err := worker.New(nc, &worker.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("worker", i),
-		MaxConcurrent: e.opts.maxConcurrent, Replicas: e.replicas})
+		MaxConcurrent: e.opts.maxConcurrent, Replicas: e.replicas, TracerProvider: e.opts.tp, MeterProvider: e.opts.mp})
 	if err != nil {
 		e.t.Fatalf("durabletest: %v", err)
 	}
@@ -249,7 +260,7 @@ func (e *Env) StartCoordinator(i int) {
 	e.t.Helper()
 	nc := e.connect(fmt.Sprintf("coordinator-%d", i))
 	c, err := coordinator.New(nc, &coordinator.Config{AckWait: e.opts.ackWait, Logger: e.opts.logger.With("coordinator", i),
-		LeaseTTL: e.opts.leaseTTL, Replicas: e.replicas})
+		LeaseTTL: e.opts.leaseTTL, Replicas: e.replicas, TracerProvider: e.opts.tp, MeterProvider: e.opts.mp})
 	if err != nil {
 		e.t.Fatalf("durabletest: %v", err)
 	}

@@ -175,6 +175,9 @@ type TimerRequest struct {
 	FireAt int64       `msgpack:"at"` // unix nanoseconds
 	Kind   TimerKind   `msgpack:"tk"`
 	Path   []BranchRef `msgpack:"p,omitempty"`
+	// ResumeTrace is the W3C traceparent under which the code that runs again when the timer is
+	// due is traced (the parent of the span of the invocation that waited).
+	ResumeTrace string `msgpack:"rt,omitempty"`
 }
 
 // BatchConfig is a Parallel's or Map's size, window and completion policy. Unset thresholds are
@@ -193,6 +196,10 @@ type ParallelRequest struct {
 	OpID   string      `msgpack:"op"`
 	Path   []BranchRef `msgpack:"p,omitempty"`
 	Config BatchConfig `msgpack:"c"`
+	Name   string      `msgpack:"n,omitempty"`
+	// ResumeTrace is the W3C traceparent under which the code resumed by the batch's completion
+	// is traced (the parent of the span of the invocation that opened it).
+	ResumeTrace string `msgpack:"rt,omitempty"`
 }
 
 // CompletionReason says why a batch completed.
@@ -244,6 +251,8 @@ type Batch struct {
 	FailedBits  []byte           `msgpack:"fb,omitempty"`
 	Completed   bool             `msgpack:"cp,omitempty"`
 	Reason      CompletionReason `msgpack:"rs,omitempty"`
+	TraceParent string           `msgpack:"tp,omitempty"` // the batch's span: the parent of its branches'
+	ResumeTrace string           `msgpack:"rt,omitempty"` // see ParallelRequest.ResumeTrace
 }
 
 // Abandon tells workers, over core NATS, that a batch completed: branches of it still running

@@ -11,11 +11,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/internal/engine"
 	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/recent"
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -36,6 +39,11 @@ type Config struct {
 	// BranchCacheSize is how many batches' branch lists the worker keeps, so that their branches
 	// run without replaying the handler. Default 1024.
 	BranchCacheSize int
+	// TracerProvider and MeterProvider receive the worker's spans (one per invocation, branch run
+	// and step body run) and metrics. Default: the OpenTelemetry globals (no-ops unless the
+	// program set them).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -84,7 +92,7 @@ type Worker struct {
 
 	mu        sync.Mutex
 	handlers  map[string]engine.Handler
-	consuming map[string]bool // functions whose consumer loop runs
+	consuming map[string]jetstream.Consumer // functions whose consumer loop runs
 	js        jetstream.JetStream
 	execs     *kvstore.Store
 	ckpts     *kvstore.Store
@@ -97,6 +105,7 @@ type Worker struct {
 	started   bool
 	abandons  *nats.Subscription
 
+	tel     *telemetry.Telemetry
 	cache   *branchCache
 	running *runningSet
 	stopped *recent.Set // executions this worker heard were cancelled or timed out
@@ -120,9 +129,14 @@ func New(nc *nats.Conn, cfg *Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
-		handlers: map[string]engine.Handler{}, consuming: map[string]bool{},
-		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet(), stopped: recent.New(10_000)}, nil
+	w := &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
+		handlers: map[string]engine.Handler{}, consuming: map[string]jetstream.Consumer{},
+		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet(), stopped: recent.New(10_000),
+		tel: telemetry.New(c.TracerProvider, c.MeterProvider)}
+	if err := w.observeQueues(); err != nil {
+		return nil, fmt.Errorf("worker: metrics: %w", err)
+	}
+	return w, nil
 }
 
 // Register makes h the handler of function on w. The input arrives as msgpack and is decoded into
@@ -244,7 +258,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // startFunction creates (or binds to) the function's shared consumer and starts its fetch loop.
 // Called with w.mu held.
 func (w *Worker) startFunction(ctx context.Context, function string) error {
-	if w.consuming[function] {
+	if w.consuming[function] != nil {
 		return nil
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, messages.TaskStream, jetstream.ConsumerConfig{
@@ -258,7 +272,7 @@ func (w *Worker) startFunction(ctx context.Context, function string) error {
 	if err != nil {
 		return fmt.Errorf("worker: consumer for %s: %w", function, err)
 	}
-	w.consuming[function] = true
+	w.consuming[function] = cons
 	runCtx := w.runCtx
 	w.loops.Go(func() { w.fetchLoop(runCtx, function, cons) })
 	return nil
@@ -434,7 +448,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		if loaded, err = w.load(task.ExecutionID); err != nil {
 			var corrupt *corruptError
 			if errors.As(err, &corrupt) {
-				w.report(msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path,
+				w.report(w.invCtx, msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path,
 					Outcome: messages.OutcomeFailed, Error: &messages.ErrorInfo{Type: "CorruptCheckpoint", Message: err.Error()}})
 				return
 			}
@@ -448,15 +462,24 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	defer cancel()
 	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
 	defer unregister()
+	// The task's header names the parent of this invocation's span; whatever runs again later in
+	// its place (after a timer, after a batch) is traced under that same parent.
+	parent := telemetry.Extract(context.Background(), msg.Headers())
+	resumeTrace := telemetry.TraceParent(parent)
+	runCtx, span := w.startSpan(runCtx, parent, task, msg)
+	began := time.Now()
+	defer func() { w.endSpan(span, task, began) }()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache, Listed: verify, DeferOutcome: true}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: verify, DeferOutcome: true, Telemetry: w.tel}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)
 	} else {
 		out = inv.Run(runCtx, h, input)
 	}
+	span.outcome = out.Kind.String()
 	if w.stopped.Has(task.ExecutionID) {
+		span.outcome = "stopped"
 		ack(msg) // stopped while it ran: whatever it did counts for nothing
 		return
 	}
@@ -476,11 +499,18 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		ended.Outcome, ended.Result = messages.OutcomeCompleted, out.Result
 	case engine.Failed:
 		ended.Outcome, ended.Error = messages.OutcomeFailed, out.Error
+		span.failure = out.Error
 		log.Info("execution failed", "error_type", out.Error.Type, "error", out.Error.Message)
 	case engine.Suspended:
 		ended.Outcome, ended.Timers, ended.Parallels = messages.OutcomeSuspended, out.Timers, out.Parallels
+		for i := range ended.Timers {
+			ended.Timers[i].ResumeTrace = resumeTrace
+		}
+		for i := range ended.Parallels {
+			ended.Parallels[i].ResumeTrace = resumeTrace
+		}
 	}
-	w.report(msg, log, ended)
+	w.report(runCtx, msg, log, ended)
 }
 
 // writeOutcome stores a finished branch's outcome without waiting: the slot is free at once, and
@@ -578,8 +608,9 @@ func (w *Worker) onAbandon(m *nats.Msg) {
 	w.running.cancelBranchesOf(a.ExecutionID, a.OpID)
 }
 
-// report publishes how the invocation ended, then acks the task.
-func (w *Worker) report(msg jetstream.Msg, log *slog.Logger, ended *messages.InvocationEnded) {
+// report publishes how the invocation ended, then acks the task. ctx's span (the invocation's) is
+// the parent of any batch the report opens.
+func (w *Worker) report(ctx context.Context, msg jetstream.Msg, log *slog.Logger, ended *messages.InvocationEnded) {
 	ended.EndedAt = time.Now().UnixNano()
 	data := messages.MustEncode(ended)
 	if len(data) > messages.MaxEventSize {
@@ -589,8 +620,9 @@ func (w *Worker) report(msg jetstream.Msg, log *slog.Logger, ended *messages.Inv
 			Message: fmt.Sprintf("the handler's result is %d bytes; the most an execution can return is %d", len(data), messages.MaxEventSize)}
 		data = messages.MustEncode(ended)
 	}
-	_, err := w.js.Publish(w.invCtx, messages.EventSubject(ended.ExecutionID, "end"), data,
-		jetstream.WithMsgID("end."+ended.ExecutionID+"."+ended.TaskID))
+	out := &nats.Msg{Subject: messages.EventSubject(ended.ExecutionID, "end"), Data: data, Header: nats.Header{}}
+	telemetry.Inject(ctx, out.Header)
+	_, err := w.js.PublishMsg(w.invCtx, out, jetstream.WithMsgID("end."+ended.ExecutionID+"."+ended.TaskID))
 	if err != nil {
 		w.retryLater(msg, log, err)
 		return

@@ -28,8 +28,18 @@ func run() error {
 	port := flag.Int("port", 4222, "embedded server: port to listen on")
 	replicas := flag.Int("replicas", 1, "replication factor of streams and buckets (3 on a 3-node cluster)")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	otelExporter := flag.String("otel", service.OTelDefault(), service.OTelUsage)
 	flag.Parse()
 	log := service.Logger(*level)
+	shutdownTelemetry, err := service.Telemetry(context.Background(), *otelExporter, "jetflow-coordinator")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTelemetry(ctx)
+	}()
 
 	ctx, stop := service.SignalContext(context.Background())
 	defer stop()

@@ -19,7 +19,7 @@ import (
 )
 
 func demoCmd() *cobra.Command {
-	var data, level string
+	var data, level, otelExporter string
 	var workers int
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -31,12 +31,22 @@ func demoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := service.SignalContext(cmd.Context())
 			defer stop()
+			shutdown, err := service.Telemetry(ctx, otelExporter, "jetflow-demo")
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				_ = shutdown(sctx)
+			}()
 			return runDemo(ctx, cmd.OutOrStdout(), data, workers, level)
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "", "JetStream store directory (default: a temporary one, removed afterwards)")
 	cmd.Flags().IntVar(&workers, "workers", 2, "how many workers to run")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "log level of the services: debug, info, warn, error")
+	cmd.Flags().StringVar(&otelExporter, "otel", service.OTelDefault(), service.OTelUsage)
 	return cmd
 }
 

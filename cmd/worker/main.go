@@ -27,8 +27,18 @@ func run() error {
 	replicas := flag.Int("replicas", 1, "replication factor of streams and buckets (3 on a 3-node cluster)")
 	drain := flag.Duration("drain", 30*time.Second, "on SIGTERM, how long to let running invocations finish")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	otelExporter := flag.String("otel", service.OTelDefault(), service.OTelUsage)
 	flag.Parse()
 	log := service.Logger(*level)
+	shutdownTelemetry, err := service.Telemetry(context.Background(), *otelExporter, "jetflow-worker")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTelemetry(ctx)
+	}()
 
 	ctx, stop := service.SignalContext(context.Background())
 	defer stop()

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -21,6 +22,7 @@ type Dispatch struct {
 	TaskID      string
 	Path        []messages.BranchRef
 	Input       []byte // the execution's input, for the worker's convenience
+	Trace       string // W3C traceparent: the parent of the invocation's span
 }
 
 // ScheduleTimer puts a durable timer in the timer stream.
@@ -113,7 +115,7 @@ func start(state *messages.Execution, ev *messages.StartExecution) (*messages.Ex
 
 // startEffects dispatches an execution's first invocation and schedules its timeout, if any.
 func startEffects(x *messages.Execution) []Effect {
-	effects := []Effect{Dispatch{ExecutionID: x.ID, Function: x.Function, TaskID: StartTaskID, Input: x.Input}}
+	effects := []Effect{Dispatch{ExecutionID: x.ID, Function: x.Function, TaskID: StartTaskID, Input: x.Input, Trace: x.TraceParent}}
 	if x.Deadline > 0 {
 		effects = append(effects, ScheduleTimer{ExecutionID: x.ID,
 			Timer: messages.TimerRequest{OpID: messages.TimeoutTimerOp, FireAt: x.Deadline, Kind: messages.TimerTimeout}})
@@ -213,7 +215,8 @@ func fired(state *messages.Execution, ev *messages.TimerFired) (*messages.Execut
 	}
 	effects := []Effect{
 		FireTimer{ExecutionID: state.ID, Timer: ev.Timer},
-		Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: TimerTaskID(ev.Timer), Path: ev.Timer.Path, Input: state.Input},
+		Dispatch{ExecutionID: state.ID, Function: state.Function, TaskID: TimerTaskID(ev.Timer), Path: ev.Timer.Path, Input: state.Input,
+			Trace: cmp.Or(ev.Timer.ResumeTrace, state.TraceParent)},
 	}
 	i := findTimer(state.Timers, ev.Timer)
 	if i >= 0 && state.Timers[i].Fired {

@@ -53,13 +53,13 @@ func TestDecide(t *testing.T) {
 			name:    "start creates and dispatches the first invocation",
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10},
 			next:    running(),
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}, ""}},
 		},
 		{
 			name:    "duplicate start of a running execution re-dispatches its first invocation",
 			state:   running(),
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{2}},
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}, ""}},
 		},
 		{
 			name:  "duplicate start of a finished execution does nothing",
@@ -118,7 +118,7 @@ func TestDecide(t *testing.T) {
 			state:   running(messages.TimerState{TimerRequest: retryT}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: retryT},
 			next:    running(messages.TimerState{TimerRequest: retryT, Fired: true}),
-			effects: []Effect{FireTimer{exec, retryT}, Dispatch{exec, "fn", TimerTaskID(retryT), retryT.Path, []byte{1}}},
+			effects: []Effect{FireTimer{exec, retryT}, Dispatch{exec, "fn", TimerTaskID(retryT), retryT.Path, []byte{1}, ""}},
 		},
 		{
 			name:  "a stale suspension on a fired timer does nothing",
@@ -130,13 +130,13 @@ func TestDecide(t *testing.T) {
 			state:   running(messages.TimerState{TimerRequest: waitT}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
 			next:    running(messages.TimerState{TimerRequest: waitT, Fired: true}),
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}}},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}, ""}},
 		},
 		{
 			name:    "a timer fired twice repeats the same effects",
 			state:   running(messages.TimerState{TimerRequest: waitT, Fired: true}),
 			event:   &messages.TimerFired{ExecutionID: exec, Timer: waitT},
-			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}}},
+			effects: []Effect{FireTimer{exec, waitT}, Dispatch{exec, "fn", TimerTaskID(waitT), nil, []byte{1}, ""}},
 		},
 		{
 			name:  "a timer of a finished execution does nothing",
@@ -147,13 +147,13 @@ func TestDecide(t *testing.T) {
 			name:    "a start with a timeout schedules the timeout",
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn", Input: []byte{1}, RequestedAt: 10, Timeout: 90},
 			next:    withDeadline(running(), 100),
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}, ScheduleTimer{exec, timeoutT}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}, ""}, ScheduleTimer{exec, timeoutT}},
 		},
 		{
 			name:    "a duplicate start schedules the timeout again",
 			state:   withDeadline(running(), 100),
 			event:   &messages.StartExecution{ExecutionID: exec, Function: "fn"},
-			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}}, ScheduleTimer{exec, timeoutT}},
+			effects: []Effect{Dispatch{exec, "fn", StartTaskID, nil, []byte{1}, ""}, ScheduleTimer{exec, timeoutT}},
 		},
 		{
 			name:    "cancel stops a running execution",

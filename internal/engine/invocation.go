@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
@@ -57,6 +58,24 @@ const (
 	Abandoned
 )
 
+func (k OutcomeKind) String() string {
+	switch k {
+	case Completed:
+		return "completed"
+	case Failed:
+		return "failed"
+	case Suspended:
+		return "suspended"
+	case Aborted:
+		return "aborted"
+	case BranchDone:
+		return "branch_done"
+	case Abandoned:
+		return "abandoned"
+	}
+	return fmt.Sprintf("OutcomeKind(%d)", int(k))
+}
+
 type record struct {
 	cp  *messages.Checkpoint
 	rev uint64
@@ -65,6 +84,7 @@ type record struct {
 // Invocation is one run of a handler — or of one branch, when Path is set — over an execution's
 // checkpoints. Its methods are safe for concurrent use by the goroutines of one handler.
 type Invocation struct {
+	tel          *telemetry.Telemetry
 	execID       string
 	store        Store
 	ctx          context.Context // for store calls: ends when the worker stops
@@ -106,6 +126,9 @@ type Config struct {
 	// DeferOutcome leaves a finished branch's outcome record to the caller (Outcome.Record), who
 	// can write it without waiting, instead of writing it before the invocation ends.
 	DeferOutcome bool
+	// Telemetry traces step bodies as they run (never a replayed step) and counts retries. Nil:
+	// none.
+	Telemetry *telemetry.Telemetry
 }
 
 // Loaded is a checkpoint as read from the store.
@@ -126,6 +149,7 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 		cache:        cfg.Cache,
 		listed:       cfg.Listed,
 		deferOutcome: cfg.DeferOutcome,
+		tel:          cfg.Telemetry,
 		records:      make(map[string]*record, len(checkpoints)),
 	}
 	if inv.logger == nil {

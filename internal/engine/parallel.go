@@ -106,7 +106,7 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 		}
 	}
 	inv.cache.Put(BatchKey(inv.execID, op), cached)
-	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config})
+	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name})
 	return nil, nil // not reached
 }
 

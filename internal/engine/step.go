@@ -9,6 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/messages"
 )
 
@@ -153,6 +157,9 @@ func (c *Context) afterFailure(op, name string, p RetryPolicy, prev *record, att
 	cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name, Attempt: attempt, Error: info}
 	if retryable && attempt < p.MaxAttempts {
 		cp.Status = messages.OpPending
+		if inv.tel != nil {
+			inv.tel.Retries.Add(c, 1)
+		}
 		cp.FireAt = now.Add(p.Delay(attempt, rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(attempt))))).UnixNano()
 		c.Logger().Warn("step attempt failed; will retry", "step", name, "attempt", attempt, "error", info.Message,
 			"retry_at", time.Unix(0, cp.FireAt))
@@ -170,7 +177,19 @@ func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]b
 			out, err = nil, &panicError{msg: fmt.Sprint(r), what: "step"}
 		}
 	}()
-	sc := &StepContext{Context: c.Context, attempt: attempt,
+	ctx := c.Context
+	if tel := c.inv.tel; tel != nil {
+		var span trace.Span
+		ctx, span = tel.Tracer.Start(ctx, "jetflow.step "+name, trace.WithAttributes(
+			telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyName.String(name), telemetry.KeyAttempt.Int(attempt)))
+		defer func() {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
+	sc := &StepContext{Context: ctx, attempt: attempt,
 		c: c, name: name}
 	return body(sc)
 }

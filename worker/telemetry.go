@@ -1,0 +1,84 @@
+package worker
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetflow/jetflow/internal/telemetry"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// taskSpan is the span of one task's run, with what its end reports.
+type taskSpan struct {
+	trace.Span
+	outcome string              // how the run ended (an engine outcome, or "stopped")
+	failure *messages.ErrorInfo // the handler's error, when it failed
+}
+
+// startSpan begins the span of one task's run under parent (the task header's span context) and
+// returns ctx carrying it: the spans of the steps that run are its children, and a batch the run
+// opens is traced under it.
+func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, msg jetstream.Msg) (context.Context, *taskSpan) {
+	name := "jetflow.invocation " + task.Function
+	attrs := []attribute.KeyValue{telemetry.KeyExecution.String(task.ExecutionID), telemetry.KeyFunction.String(task.Function),
+		telemetry.KeyTask.String(task.TaskID)}
+	if n := len(task.Path); n > 0 {
+		last := task.Path[n-1]
+		name = "jetflow.branch " + last.OpID + "[" + strconv.Itoa(last.Index) + "]"
+		attrs = append(attrs, telemetry.KeyOp.String(last.OpID), telemetry.KeyIndex.Int(last.Index))
+	}
+	if redelivered(msg) {
+		w.tel.Redeliveries.Add(ctx, 1, metric.WithAttributes(telemetry.KeyFunction.String(task.Function)))
+		attrs = append(attrs, attribute.Bool("jetflow.task.redelivered", true))
+	}
+	_, span := w.tel.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	return trace.ContextWithSpan(ctx, span), &taskSpan{Span: span, outcome: "aborted"}
+}
+
+// endSpan ends a task's span and records its duration.
+func (w *Worker) endSpan(s *taskSpan, task *messages.RunTask, began time.Time) {
+	kind := "handler"
+	if len(task.Path) > 0 {
+		kind = "branch"
+	}
+	w.tel.TaskDuration.Record(context.Background(), time.Since(began).Seconds(), metric.WithAttributes(
+		telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind), telemetry.KeyOutcome.String(s.outcome)))
+	s.SetAttributes(telemetry.KeyOutcome.String(s.outcome))
+	if s.failure != nil {
+		s.SetStatus(codes.Error, s.failure.Type+": "+s.failure.Message)
+	}
+	s.End()
+}
+
+// observeQueues registers the gauge of tasks waiting per function, read from the consumers of the
+// functions this worker registered when the metrics are collected.
+func (w *Worker) observeQueues() error {
+	_, err := w.tel.Meter.Int64ObservableGauge("jetflow.tasks.queued",
+		metric.WithDescription("tasks waiting to be taken, per function (jetflow.function)"),
+		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+			w.mu.Lock()
+			cons := make(map[string]jetstream.Consumer, len(w.consuming))
+			for f, c := range w.consuming {
+				cons[f] = c
+			}
+			w.mu.Unlock()
+			for f, c := range cons {
+				ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				info, err := c.Info(ictx)
+				cancel()
+				if err != nil {
+					continue // unknown this time: no point rather than a wrong one
+				}
+				o.Observe(int64(info.NumPending), metric.WithAttributes(telemetry.KeyFunction.String(f)))
+			}
+			return nil
+		}))
+	return err
+}
