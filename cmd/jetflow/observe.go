@@ -106,7 +106,7 @@ func watchCmd() *cobra.Command {
 			defer cancel()
 			out := cmd.OutOrStdout()
 			var v view
-			if f, ok := out.(*os.File); ok && !plain && term.IsTerminal(int(f.Fd())) {
+			if f, ok := out.(*os.File); ok && !plain && term.IsTerminal(int(f.Fd())) && hasWidth(f) {
 				v = newBarView(ctx, out)
 			} else {
 				v = &lineView{w: out}
@@ -133,6 +133,13 @@ func watchCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long to watch")
 	cmd.Flags().BoolVar(&plain, "plain", false, "print lines, not bars, even on a terminal")
 	return cmd
+}
+
+// hasWidth reports whether the terminal has a size (a pseudo-terminal may have none, and bars
+// need one).
+func hasWidth(f *os.File) bool {
+	w, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && w > 0
 }
 
 // view draws an execution's progress.
@@ -223,8 +230,14 @@ type barView struct {
 }
 
 func newBarView(ctx context.Context, w io.Writer) *barView {
-	return &barView{p: mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithRefreshRate(100*time.Millisecond)),
+	return &barView{p: mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithAutoRefresh(), mpb.WithRefreshRate(100*time.Millisecond)),
 		bars: map[string]*mpb.Bar{}, latest: map[string]client.BatchProgress{}, w: w}
+}
+
+func (v *barView) title(op string) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return batchTitle(v.latest[op])
 }
 
 func (v *barView) figures(op string) string {
@@ -247,7 +260,7 @@ func (v *barView) update(p client.Progress) {
 		if bar == nil {
 			op := b.OpID
 			bar = v.p.AddBar(int64(max(b.Total, 1)),
-				mpb.PrependDecorators(decor.Name(batchTitle(b), decor.WC{W: 24, C: decor.DindentRight})),
+				mpb.PrependDecorators(decor.Any(func(decor.Statistics) string { return v.title(op) }, decor.WC{W: 24, C: decor.DindentRight})),
 				mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return v.figures(op) })))
 			v.bars[b.OpID] = bar
 		}
