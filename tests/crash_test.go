@@ -114,7 +114,7 @@ func TestAtMostOnceInterruptedAttemptCountsAsFailed(t *testing.T) {
 			var attempt int
 			err = waitResult(t, env, id, &attempt)
 			if tc.wantErr {
-				requireFailed(t, err, "StepInterrupted")
+				_ = requireFailed(t, err, "StepInterrupted")
 			} else {
 				require.NoError(t, err)
 				require.Equal(t, 2, attempt)

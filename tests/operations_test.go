@@ -263,7 +263,7 @@ func TestNonDeterministicKindIsDetected(t *testing.T) {
 		return "finished", nil
 	})
 	_, err := durabletest.Run[string](env, "kind-drifts", "")
-	requireFailed(t, err, "NonDeterminismError")
+	_ = requireFailed(t, err, "NonDeterminismError")
 }
 
 func TestBadInputFailsTheExecutionClearly(t *testing.T) {

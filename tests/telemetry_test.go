@@ -41,7 +41,7 @@ func (st spanTree) path(s tracetest.SpanStub) string {
 func attr(s tracetest.SpanStub, key attribute.Key) string {
 	for _, kv := range s.Attributes {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -170,7 +170,7 @@ func TestTraceOfANestedParallelAcrossWorkers(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []string{"jetflow.executions.started", "jetflow.executions.ended", "jetflow.task.duration", "jetflow.tasks.queued"} {
+	for _, n := range []string{"jetflow.executions.started", "jetflow.executions.ended", "jetflow.task.duration", "jetflow.task.latency", "jetflow.tasks.queued"} {
 		require.True(t, names[n], "metric %s missing; have %v", n, names)
 	}
 }

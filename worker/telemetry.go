@@ -34,6 +34,14 @@ func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, 
 		name = "jetflow.branch " + last.OpID + "[" + strconv.Itoa(last.Index) + "]"
 		attrs = append(attrs, telemetry.KeyOp.String(last.OpID), telemetry.KeyIndex.Int(last.Index))
 	}
+	kind := "handler"
+	if len(task.Path) > 0 {
+		kind = "branch"
+	}
+	if md, err := msg.Metadata(); err == nil {
+		w.tel.TaskLatency.Record(ctx, time.Since(md.Timestamp).Seconds(), metric.WithAttributes(
+			telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind)))
+	}
 	if redelivered(msg) {
 		w.tel.Redeliveries.Add(ctx, 1, metric.WithAttributes(telemetry.KeyFunction.String(task.Function)))
 		attrs = append(attrs, attribute.Bool("jetflow.task.redelivered", true))

@@ -44,6 +44,7 @@ type Telemetry struct {
 	ExecutionsStarted metric.Int64Counter
 	ExecutionsEnded   metric.Int64Counter
 	TaskDuration      metric.Float64Histogram
+	TaskLatency       metric.Float64Histogram
 	Retries           metric.Int64Counter
 	Redeliveries      metric.Int64Counter
 }
@@ -65,6 +66,8 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) *Telemetry {
 		metric.WithDescription("executions ended, by final status (jetflow.status)"))
 	t.TaskDuration, _ = m.Float64Histogram("jetflow.task.duration", metric.WithUnit("s"),
 		metric.WithDescription("how long a worker took over one task, by function, kind and outcome"))
+	t.TaskLatency, _ = m.Float64Histogram("jetflow.task.latency", metric.WithUnit("s"),
+		metric.WithDescription("how long a task waited, from its publication to a worker taking it, by function and kind"))
 	t.Retries, _ = m.Int64Counter("jetflow.step.retries", metric.WithDescription("step attempts that failed and will be retried"))
 	t.Redeliveries, _ = m.Int64Counter("jetflow.task.redeliveries",
 		metric.WithDescription("tasks delivered again (a worker died, or did not answer in time)"))
