@@ -31,15 +31,11 @@ func run() error {
 	otelExporter := flag.String("otel", service.OTelDefault(), service.OTelUsage)
 	flag.Parse()
 	log := service.Logger(*level)
-	shutdownTelemetry, err := service.Telemetry(context.Background(), *otelExporter, "jetflow-coordinator")
+	stopTelemetry, err := service.StartTelemetry(*otelExporter, "jetflow-coordinator")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTelemetry(ctx)
-	}()
+	defer stopTelemetry()
 
 	ctx, stop := service.SignalContext(context.Background())
 	defer stop()

@@ -31,6 +31,19 @@ func connect(cmd *cobra.Command) (*nats.Conn, *client.Client, error) {
 	return nc, cl, nil
 }
 
+// withClient connects to the system the command names, and runs fn with a client and a context
+// that ends after timeout.
+func withClient(cmd *cobra.Command, timeout time.Duration, fn func(context.Context, *client.Client) error) error {
+	nc, cl, err := connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	return fn(ctx, cl)
+}
+
 func startCmd() *cobra.Command {
 	var name string
 	var wait bool
@@ -57,30 +70,25 @@ func startCmd() *cobra.Command {
 					return &exitError{exitUsage, fmt.Errorf("INPUT_JSON: %w", err)}
 				}
 			}
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			var opts []client.StartOption
-			if name != "" {
-				opts = append(opts, client.WithExecutionName(name))
-			}
-			if execTimeout != 0 {
-				opts = append(opts, client.WithTimeout(execTimeout))
-			}
-			id, err := cl.Start(ctx, args[0], input, opts...)
-			if err != nil {
-				return err
-			}
-			if !wait {
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-				return nil
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "execution", id)
-			return printResult(ctx, cmd.OutOrStdout(), cl, id)
+			return withClient(cmd, timeout, func(ctx context.Context, cl *client.Client) error {
+				var opts []client.StartOption
+				if name != "" {
+					opts = append(opts, client.WithExecutionName(name))
+				}
+				if execTimeout != 0 {
+					opts = append(opts, client.WithTimeout(execTimeout))
+				}
+				id, err := cl.Start(ctx, args[0], input, opts...)
+				if err != nil {
+					return err
+				}
+				if !wait {
+					fmt.Fprintln(cmd.OutOrStdout(), id)
+					return nil
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "execution", id)
+				return printResult(ctx, cmd.OutOrStdout(), cl, id)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "execution name: starting twice with one name starts one execution")
@@ -103,26 +111,21 @@ func cancelCmd() *cobra.Command {
 		Example: "  jetflow cancel 5PRY3xEUfRwL1jTy3uAm2b --reason 'wrong input'",
 		Args:    usageArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			if err := cl.Cancel(ctx, args[0], client.WithReason(reason)); err != nil {
-				return err
-			}
-			if wait {
-				if err := cl.Result(ctx, args[0], nil); !errors.Is(err, client.ErrCancelled) {
-					if err == nil {
-						return fmt.Errorf("execution %s succeeded before the cancellation reached it", args[0])
-					}
+			return withClient(cmd, timeout, func(ctx context.Context, cl *client.Client) error {
+				if err := cl.Cancel(ctx, args[0], client.WithReason(reason)); err != nil {
 					return err
 				}
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", args[0])
-			return nil
+				if wait {
+					if err := cl.Result(ctx, args[0], nil); !errors.Is(err, client.ErrCancelled) {
+						if err == nil {
+							return fmt.Errorf("execution %s succeeded before the cancellation reached it", args[0])
+						}
+						return err
+					}
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "cancelled", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why: the message of the cancelled execution's error")
@@ -138,14 +141,9 @@ func resultCmd() *cobra.Command {
 		Short: "Wait for an execution's result and print it as JSON",
 		Args:  usageArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			return printResult(ctx, cmd.OutOrStdout(), cl, args[0])
+			return withClient(cmd, timeout, func(ctx context.Context, cl *client.Client) error {
+				return printResult(ctx, cmd.OutOrStdout(), cl, args[0])
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
@@ -159,24 +157,19 @@ func describeCmd() *cobra.Command {
 		Short: "Show an execution's status and operation tree",
 		Args:  usageArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			x, err := cl.Describe(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(x)
-			}
-			printTree(cmd.OutOrStdout(), x)
-			return nil
+			return withClient(cmd, 30*time.Second, func(ctx context.Context, cl *client.Client) error {
+				x, err := cl.Describe(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(x)
+				}
+				printTree(cmd.OutOrStdout(), x)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -31,15 +31,11 @@ func demoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := service.SignalContext(cmd.Context())
 			defer stop()
-			shutdown, err := service.Telemetry(ctx, otelExporter, "jetflow-demo")
+			stopTelemetry, err := service.StartTelemetry(otelExporter, "jetflow-demo")
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			defer func() {
-				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				_ = shutdown(sctx)
-			}()
+			defer stopTelemetry()
 			return runDemo(ctx, cmd.OutOrStdout(), data, workers, level)
 		},
 	}

@@ -35,45 +35,40 @@ func listCmd() *cobra.Command {
 			if since > 0 {
 				o.Since = time.Now().Add(-since)
 			}
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-			defer cancel()
-			xs, err := cl.List(ctx, o)
-			if err != nil {
-				if strings.Contains(err.Error(), "unknown status") {
-					return &exitError{exitUsage, err}
-				}
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if xs == nil {
-					xs = []client.Summary{}
-				}
-				return enc.Encode(xs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "EXECUTION\tFUNCTION\tSTATUS\tSTARTED\tDURATION\tERROR")
-			for _, x := range xs {
-				d := "-"
-				if x.EndedAt != nil {
-					d = x.EndedAt.Sub(x.CreatedAt).Round(time.Millisecond).String()
-				}
-				e := ""
-				if x.Error != nil {
-					e = x.Error.Type + ": " + x.Error.Message
-					if len(e) > 60 {
-						e = e[:57] + "..."
+			return withClient(cmd, time.Minute, func(ctx context.Context, cl *client.Client) error {
+				xs, err := cl.List(ctx, o)
+				if err != nil {
+					if strings.Contains(err.Error(), "unknown status") {
+						return &exitError{exitUsage, err}
 					}
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.Function, x.Status, x.CreatedAt.Format(time.DateTime), d, e)
-			}
-			return tw.Flush()
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					if xs == nil {
+						xs = []client.Summary{}
+					}
+					return enc.Encode(xs)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "EXECUTION\tFUNCTION\tSTATUS\tSTARTED\tDURATION\tERROR")
+				for _, x := range xs {
+					d := "-"
+					if x.EndedAt != nil {
+						d = x.EndedAt.Sub(x.CreatedAt).Round(time.Millisecond).String()
+					}
+					e := ""
+					if x.Error != nil {
+						e = x.Error.Type + ": " + x.Error.Message
+						if len(e) > 60 {
+							e = e[:57] + "..."
+						}
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.Function, x.Status, x.CreatedAt.Format(time.DateTime), d, e)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.Function, "function", "", "only executions of this function")
@@ -97,37 +92,32 @@ func watchCmd() *cobra.Command {
 		Example: "  jetflow watch 5PRY3xEUfRwL1jTy3uAm2b",
 		Args:    usageArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, cl, err := connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			out := cmd.OutOrStdout()
-			var v view
-			if f, ok := out.(*os.File); ok && !plain && term.IsTerminal(int(f.Fd())) && hasWidth(f) {
-				v = newBarView(ctx, out)
-			} else {
-				v = &lineView{w: out}
-			}
-			var last client.Progress
-			err = cl.Watch(ctx, args[0], func(p client.Progress) {
-				last = p
-				v.update(p)
-			})
-			v.close(last)
-			if err != nil {
-				return err
-			}
-			if last.Status != "SUCCEEDED" {
-				ee := &client.ExecutionError{ExecutionID: last.ID, Function: last.Function, Status: last.Status}
-				if last.Error != nil {
-					ee.ErrorType, ee.Message = last.Error.Type, last.Error.Message
+			return withClient(cmd, timeout, func(ctx context.Context, cl *client.Client) error {
+				out := cmd.OutOrStdout()
+				var v view
+				if f, ok := out.(*os.File); ok && !plain && term.IsTerminal(int(f.Fd())) && hasWidth(f) {
+					v = newBarView(ctx, out)
+				} else {
+					v = &lineView{w: out}
 				}
-				return ee
-			}
-			return nil
+				var last client.Progress
+				err := cl.Watch(ctx, args[0], func(p client.Progress) {
+					last = p
+					v.update(p)
+				})
+				v.close(last)
+				if err != nil {
+					return err
+				}
+				if last.Status != "SUCCEEDED" {
+					ee := &client.ExecutionError{ExecutionID: last.ID, Function: last.Function, Status: last.Status}
+					if last.Error != nil {
+						ee.ErrorType, ee.Message = last.Error.Type, last.Error.Message
+					}
+					return ee
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long to watch")

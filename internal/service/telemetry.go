@@ -31,6 +31,20 @@ func OTelDefault() string {
 	return "none"
 }
 
+// StartTelemetry is Telemetry for a binary's main: it returns the function to defer, which flushes
+// for at most 5 seconds.
+func StartTelemetry(exporter, service string) (stop func(), err error) {
+	shutdown, err := Telemetry(context.Background(), exporter, service)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdown(ctx)
+	}, nil
+}
+
 // Telemetry installs global OpenTelemetry providers that export to exporter ("none", "stdout" or
 // "otlp") as service, and returns the function that flushes and stops them.
 func Telemetry(ctx context.Context, exporter, service string) (shutdown func(context.Context) error, err error) {
