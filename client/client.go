@@ -259,10 +259,10 @@ func (c *Client) Result(ctx context.Context, executionID string, out any) error 
 	// Subscribe to the end announcement first, then read the record: an end stored before the
 	// subscription is read, one stored after is announced. The announcement is best effort (core
 	// NATS), so the record is read again every resultRound whatever happens.
-	ended := make(chan struct{}, 1)
-	sub, err := c.nc.Subscribe(messages.EndedSubject(executionID), func(*nats.Msg) {
+	ended := make(chan []byte, 1)
+	sub, err := c.nc.Subscribe(messages.EndedSubject(executionID), func(m *nats.Msg) {
 		select {
-		case ended <- struct{}{}:
+		case ended <- m.Data: // the stored record, when small; else empty
 		default:
 		}
 	})
@@ -292,7 +292,10 @@ func (c *Client) Result(ctx context.Context, executionID string, out any) error 
 			break
 		}
 		select {
-		case <-ended:
+		case rec := <-ended:
+			if x, err := messages.DecodeAs[*messages.Execution](rec); err == nil && x.ID == executionID && x.Status.Terminal() {
+				final = x // what the coordinator stored: no need to read it
+			}
 		case <-round.C:
 		case <-ctx.Done():
 			return c.waitError(executionID, ctx.Err())

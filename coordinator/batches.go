@@ -28,6 +28,10 @@ import (
 // checkpoint is written only over STARTED), so a crash in between redelivers the outcomes and the
 // same decisions are made again from the old state.
 
+// maxBatchInput is the largest input a batch's state keeps for its resume task (the state is
+// rewritten at every fold, so the bound is lower than a task's).
+const maxBatchInput = 4 << 10
+
 // batchKey is the key of a batch's state in BatchBucket.
 func batchKey(executionID, op string) string { return executionID + "." + op }
 
@@ -48,6 +52,12 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 	// crash between the two is mended by reopen: a repeated request re-dispatches.
 	b, d := batch.Open(eff.ExecutionID, eff.Function, eff.Request)
 	b.ResumeTrace = eff.Request.ResumeTrace
+	if len(eff.Input) <= maxBatchInput {
+		b.Input = eff.Input
+	}
+	if cp := eff.Request.Checkpoint; cp != nil && cp.OpID == b.OpID && cp.OpKind == messages.OpParallel && eff.Request.Revision > 0 {
+		b.Record, b.RecordRev = cp, eff.Request.Revision
+	}
 	c.beginBatch(ctx, b, eff.Request)
 	rev, err := c.batches.Create(ctx, key, messages.MustEncode(b))
 	switch {
@@ -106,7 +116,19 @@ func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d ba
 // branches, and resumes the code that awaits it.
 func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) error {
 	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
-	for {
+	written := false
+	if b.Record != nil && b.Record.Status == messages.OpStarted {
+		// The record as the opener stored it: one compare-and-set, no read. A conflict means it
+		// changed since (completed before a crash, say): read it as below.
+		cp := *b.Record
+		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
+		_, err := c.ckpts.Update(ctx, key, messages.MustEncode(&cp), b.RecordRev)
+		if err != nil && !errors.Is(err, kvstore.ErrConflict) {
+			return err
+		}
+		written = err == nil
+	}
+	for !written {
 		e, err := c.ckpts.Get(ctx, key)
 		if err != nil {
 			return fmt.Errorf("coordinator: complete batch %s: %w", key, err)
@@ -138,7 +160,8 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) erro
 	}
 	c.log.Debug("batch complete", "batch", key, "reason", b.Reason, "succeeded", b.Succeeded, "failed", b.Failed)
 	c.endBatch(b)
-	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID}, b.ResumeTrace)
+	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID,
+		Input: b.Input}, b.ResumeTrace)
 }
 
 // publishTasks publishes tasks asynchronously and waits for every PubAck; trace is the parent of
@@ -251,31 +274,35 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, part *partition, msgs 
 		groups[ref.key] = append(groups[ref.key], ref)
 	}
 	for _, key := range order {
-		refs := groups[key]
-		early, err := c.applyOutcomes(ctx, part, key, refs)
-		if errors.Is(err, kvstore.ErrNotFound) || errors.Is(err, errUnreadableOutcome) {
-			// No batch has this key (a batch's state is stored before its first dispatch), or the
-			// record is not an outcome: nothing a retry can mend.
-			c.log.Warn("dropping branch outcomes", "batch", key, "error", err)
-			for _, r := range refs {
-				_ = r.msg.Term()
-			}
-			continue
-		}
-		if err != nil {
-			part.batches.drop(key)
-			for _, r := range refs {
-				c.retryLater(ctx, r.msg, err)
-			}
-			continue
-		}
+		c.foldGroup(ctx, part, key, groups[key])
+	}
+}
+
+// foldGroup folds one batch's outcomes and acks them (or leaves them to come again).
+func (c *Coordinator) foldGroup(ctx context.Context, part *partition, key string, refs []outcomeRef) {
+	early, err := c.applyOutcomes(ctx, part, key, refs)
+	if errors.Is(err, kvstore.ErrNotFound) || errors.Is(err, errUnreadableOutcome) {
+		// No batch has this key (a batch's state is stored before its first dispatch), or the
+		// record is not an outcome: nothing a retry can mend.
+		c.log.Warn("dropping branch outcomes", "batch", key, "error", err)
 		for _, r := range refs {
-			if early[r.index] {
-				_ = r.msg.NakWithDelay(100 * time.Millisecond) // ahead of the state: again later
-				continue
-			}
-			ack(r.msg)
+			_ = r.msg.Term()
 		}
+		return
+	}
+	if err != nil {
+		part.batches.drop(key)
+		for _, r := range refs {
+			c.retryLater(ctx, r.msg, err)
+		}
+		return
+	}
+	for _, r := range refs {
+		if early[r.index] {
+			_ = r.msg.NakWithDelay(100 * time.Millisecond) // ahead of the state: again later
+			continue
+		}
+		ack(r.msg)
 	}
 }
 

@@ -305,7 +305,14 @@ func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jets
 		_ = msg.Term()
 		return
 	}
-	effects, err := c.apply(ctx, part.execs, id, ev)
+	err = c.apply(ctx, part.execs, id, ev, func(effects []lifecycle.Effect) error {
+		for _, eff := range effects {
+			if err := c.carryOut(ctx, part, eff); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		if errors.Is(err, lifecycle.ErrUnknownExecution) || errors.Is(err, errInvalid) {
 			c.log.Warn("dropping an event", "subject", msg.Subject(), "error", err)
@@ -314,12 +321,6 @@ func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jets
 		}
 		c.retryLater(ctx, msg, err)
 		return
-	}
-	for _, eff := range effects {
-		if err := c.carryOut(ctx, part, eff); err != nil {
-			c.retryLater(ctx, msg, err)
-			return
-		}
 	}
 	ack(msg)
 }
@@ -347,42 +348,59 @@ func eventExecution(ev messages.Message) (string, error) {
 }
 
 // apply folds ev into the stored state of execution id, retrying on a compare-and-set conflict,
-// and returns the effects to carry out.
-func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev messages.Message) ([]lifecycle.Effect, error) {
+// and carries out the effects with do. A new execution's state is written while its first effects
+// are carried out (both are needed before the ack, in either order: Decide recreates whichever a
+// crash lost); a change is written first, then the effects.
+func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev messages.Message, do func([]lifecycle.Effect) error) error {
 	for {
 		state, rev, err := c.loadExecution(ctx, cache, id)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if start, ok := ev.(*messages.StartExecution); ok && state == nil && !c.spans.has(id) {
 			ev = c.beginExecution(ctx, start)
 		}
 		next, effects, err := lifecycle.Decide(state, ev)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if next == nil {
-			return effects, nil
+			return do(effects)
 		}
 		data := messages.MustEncode(next)
 		var newRev uint64
+		done := false
 		if rev == 0 {
-			newRev, err = c.execs.Create(ctx, id, data)
+			f, ok, cerr := c.execs.CreateAsync(id, data)
+			if ok && cerr == nil {
+				err = do(effects)
+				done = true
+				if err == nil {
+					newRev, err = awaitPubAck(ctx, f)
+				}
+			} else {
+				newRev, err = c.execs.Create(ctx, id, data)
+			}
 		} else {
 			newRev, err = c.execs.Update(ctx, id, data, rev)
 		}
-		if errors.Is(err, kvstore.ErrConflict) {
+		if errors.Is(err, kvstore.ErrConflict) || kvstore.IsConflict(err) {
 			cache.drop(id)
 			continue // someone else moved the state on: decide again on what they stored
 		}
 		if err != nil {
 			cache.drop(id)
-			return nil, err
+			return err
 		}
 		if next.Status.Terminal() {
 			cache.drop(id) // nothing more will change it
 		} else {
 			cache.put(id, next, newRev)
+		}
+		if !done {
+			if err := do(effects); err != nil {
+				return err
+			}
 		}
 		if state == nil {
 			c.tel.ExecutionsStarted.Add(ctx, 1, metric.WithAttributes(telemetry.KeyFunction.String(next.Function)))
@@ -390,9 +408,34 @@ func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev
 		if next.Status.Terminal() && (state == nil || !state.Status.Terminal()) {
 			c.endExecution(ctx, next)
 			c.log.Info("execution ended", "execution", id, "function", next.Function, "status", next.Status)
-			_ = c.nc.Publish(messages.EndedSubject(id), nil) // best effort: waiters also poll
+			// Best effort (waiters also poll). A small record rides along, so that a waiter need
+			// not read it: it is exactly what was just stored.
+			var payload []byte
+			if len(data) <= maxAnnouncedRecord {
+				payload = data
+			}
+			_ = c.nc.Publish(messages.EndedSubject(id), payload)
 		}
-		return effects, nil
+		return nil
+	}
+}
+
+// maxAnnouncedRecord is the largest execution record an end announcement carries.
+const maxAnnouncedRecord = 64 << 10
+
+// awaitPubAck waits for f's acknowledgement and returns the stored sequence (the revision).
+func awaitPubAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, err
+	case <-t.C:
+		return 0, errors.New("coordinator: no PubAck within 15s")
+	case <-ctx.Done():
+		return 0, ctx.Err()
 	}
 }
 

@@ -200,6 +200,10 @@ type ParallelRequest struct {
 	// ResumeTrace is the W3C traceparent under which the code resumed by the batch's completion
 	// is traced (the parent of the span of the invocation that opened it).
 	ResumeTrace string `msgpack:"rt,omitempty"`
+	// Checkpoint and Revision are the batch's record as stored when it was opened, so that the
+	// coordinator can complete it with a compare-and-set and no read. Optional.
+	Checkpoint *Checkpoint `msgpack:"cp,omitempty"`
+	Revision   uint64      `msgpack:"rv,omitempty"`
 }
 
 // CompletionReason says why a batch completed.
@@ -253,6 +257,12 @@ type Batch struct {
 	Reason      CompletionReason `msgpack:"rs,omitempty"`
 	TraceParent string           `msgpack:"tp,omitempty"` // the batch's span: the parent of its branches'
 	ResumeTrace string           `msgpack:"rt,omitempty"` // see ParallelRequest.ResumeTrace
+	// Record and RecordRev are the batch's checkpoint as opened (ParallelRequest.Checkpoint).
+	Record    *Checkpoint `msgpack:"rc,omitempty"`
+	RecordRev uint64      `msgpack:"rr,omitempty"`
+	// Input is the execution's input when it is small, carried on to the task that resumes the
+	// awaiting code, so that the worker reads no record.
+	Input []byte `msgpack:"in,omitempty"`
 }
 
 // Abandon tells workers, over core NATS, that a batch completed: branches of it still running

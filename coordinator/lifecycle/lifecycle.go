@@ -43,6 +43,7 @@ type OpenBatch struct {
 	ExecutionID string
 	Function    string
 	Request     messages.ParallelRequest
+	Input       []byte // the execution's input, for the worker's convenience
 }
 
 // StopExecution tells the fleet that the execution was stopped (cancelled or timed out): every
@@ -199,7 +200,7 @@ func ended(state *messages.Execution, ev *messages.InvocationEnded) (*messages.E
 			effects = append(effects, ScheduleTimer{ExecutionID: state.ID, Timer: t})
 		}
 		for _, p := range ev.Parallels {
-			effects = append(effects, OpenBatch{ExecutionID: state.ID, Function: state.Function, Request: p})
+			effects = append(effects, OpenBatch{ExecutionID: state.ID, Function: state.Function, Request: p, Input: state.Input})
 		}
 		return next, effects, nil
 	}

@@ -100,7 +100,7 @@ func TestDecide(t *testing.T) {
 			name:    "a suspension on a parallel opens its batch",
 			state:   running(),
 			event:   &messages.InvocationEnded{ExecutionID: exec, TaskID: "start", Outcome: messages.OutcomeSuspended, Parallels: []messages.ParallelRequest{par}},
-			effects: []Effect{OpenBatch{exec, "fn", par}},
+			effects: []Effect{OpenBatch{exec, "fn", par, []byte{1}}},
 		},
 		{
 			name:  "a branch's completion is not the execution's",

@@ -332,7 +332,10 @@ func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name s
 	if err != nil {
 		return nil, err
 	}
-	if r == nil && inv.listed {
+	// A batch this invocation opens is created if absent: a record another invocation stored
+	// first is adopted then (and checked like this one), so it need not be read first.
+	opens := kind == messages.OpParallel && c.depth >= len(inv.path)
+	if r == nil && inv.listed && !opens {
 		if r = inv.reload(op); r != nil {
 			return inv.visit(c, op, kind, name)
 		}

@@ -75,11 +75,7 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r != nil && r.cp.Batch != nil && r.cp.Batch.N != spec.Config.N && !r.cp.Status.Terminal() {
-		err := &NonDeterminismError{ExecutionID: inv.execID, OpID: op,
-			Want: fmt.Sprintf("a batch of %d branches", r.cp.Batch.N), Got: fmt.Sprintf("%d branches", spec.Config.N)}
-		inv.diverged(err)
-	}
+	inv.checkSize(r, op, spec.Config.N)
 	targeted := c.depth < len(inv.path)
 	if r != nil && r.cp.Status.Terminal() {
 		if targeted {
@@ -99,15 +95,34 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	}
 	if r == nil {
 		cfg := spec.Config
-		r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpStarted,
-			Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: inv.now().UnixNano()}, nil)
+		mine := &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpStarted,
+			Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: inv.now().UnixNano()}
+		if r = inv.commit(mine, nil); r.cp != mine {
+			// Another invocation (a duplicate start) recorded the batch first: check what it
+			// recorded as a replay would.
+			if r, err = inv.visit(c, op, messages.OpParallel, spec.Name); err != nil {
+				return nil, err
+			}
+			inv.checkSize(r, op, spec.Config.N)
+		}
 		if r.cp.Status.Terminal() {
 			return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op}, nil
 		}
 	}
 	inv.cache.Put(BatchKey(inv.execID, op), cached)
-	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name})
+	// The request carries the batch's record and revision, so that the coordinator completes it
+	// with one compare-and-set and no read.
+	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev})
 	return nil, nil // not reached
+}
+
+// checkSize fails the invocation if the batch recorded at op has another branch count than n and
+// is not complete (SEMANTICS.md rule 20).
+func (inv *Invocation) checkSize(r *record, op string, n int) {
+	if r != nil && r.cp.Batch != nil && r.cp.Batch.N != n && !r.cp.Status.Terminal() {
+		inv.diverged(&NonDeterminismError{ExecutionID: inv.execID, OpID: op,
+			Want: fmt.Sprintf("a batch of %d branches", r.cp.Batch.N), Got: fmt.Sprintf("%d branches", n)})
+	}
 }
 
 // runBranch runs branch idx of batch op in a context under parent, records its outcome, and ends

@@ -257,6 +257,17 @@ func (w *world) coordinatorEvent(m *msg) bool {
 		if err != nil {
 			return true // dropped
 		}
+		if next != nil && raw == nil {
+			// A new execution: its first effects are carried out while its state is written
+			// (here: before it, the harder order), as the coordinator does.
+			for _, eff := range effects {
+				w.effect(eff)
+			}
+			if !w.write(id, messages.MustEncode(next), rev) {
+				continue
+			}
+			return true
+		}
 		if next != nil && !w.write(id, messages.MustEncode(next), rev) {
 			continue
 		}
