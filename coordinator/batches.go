@@ -273,10 +273,22 @@ func (c *Coordinator) handleOutcomes(ctx context.Context, part *partition, msgs 
 		}
 		groups[ref.key] = append(groups[ref.key], ref)
 	}
+	// Batches are independent: their groups are folded at once (each batch's own group in order),
+	// so that many small batches do not wait for each other's writes.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelFolds)
 	for _, key := range order {
-		c.foldGroup(ctx, part, key, groups[key])
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.foldGroup(ctx, part, key, groups[key])
+		})
 	}
+	wg.Wait()
 }
+
+// maxParallelFolds bounds the batches one partition folds at once.
+const maxParallelFolds = 32
 
 // foldGroup folds one batch's outcomes and acks them (or leaves them to come again).
 func (c *Coordinator) foldGroup(ctx context.Context, part *partition, key string, refs []outcomeRef) {

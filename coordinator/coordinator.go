@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -216,7 +218,29 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 	}()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) { c.handleEvent(ctx, part, msg) })
+		// Events of different executions are independent: they are handled in lanes, each
+		// execution's in order in its own lane, so that one execution's writes do not hold up
+		// the others'.
+		lanes := make([]chan jetstream.Msg, eventLanes)
+		var lanesWG sync.WaitGroup
+		for i := range lanes {
+			lanes[i] = make(chan jetstream.Msg, 64)
+			lanesWG.Go(func() {
+				for msg := range lanes[i] {
+					c.handleEvent(ctx, part, msg)
+				}
+			})
+		}
+		c.consume(ctx, events, func(ctx context.Context, msg jetstream.Msg) {
+			select {
+			case lanes[laneOf(msg.Subject())] <- msg:
+			case <-ctx.Done(): // stopping: unacked, it is redelivered
+			}
+		})
+		for _, l := range lanes {
+			close(l)
+		}
+		lanesWG.Wait()
 	})
 	wg.Go(func() {
 		c.consumeBatches(ctx, branches, func(ctx context.Context, msgs []jetstream.Msg) { c.handleOutcomes(ctx, part, msgs) })
@@ -224,6 +248,21 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 	wg.Wait()
 	return nil
 }
+
+// eventLanes is how many events of one partition are handled at once (of different executions).
+const eventLanes = 8
+
+// laneOf picks the lane of an event subject, "jetflow.evt.<p>.<execution>.<kind>", by execution.
+func laneOf(subject string) int {
+	parts := strings.SplitN(subject, ".", 5)
+	if len(parts) < 4 {
+		return 0
+	}
+	// Not the partition's hash: every execution of the partition has the same one.
+	return int(maphash.String(laneSeed, parts[3]) % eventLanes)
+}
+
+var laneSeed = maphash.MakeSeed()
 
 // partition is what a coordinator keeps about one partition while it drives it; born empty when
 // the partition is taken.
@@ -460,10 +499,11 @@ func (c *Coordinator) loadExecution(ctx context.Context, cache *execCache, id st
 }
 
 // execCache holds the state of running executions of one partition, as this coordinator last
-// stored it, so that an event costs no read. Only the partition's event loop uses it; it is born
-// empty when the partition is taken. Bounded: past maxCachedExecutions an arbitrary entry goes.
+// stored it, so that an event costs no read. Only the partition's event lanes use it (an
+// execution's events are all in one lane); it is born empty when the partition is taken. Bounded: past maxCachedExecutions an arbitrary entry goes.
 type execCache struct {
-	m map[string]cachedExec
+	mu sync.Mutex
+	m  map[string]cachedExec
 }
 
 type cachedExec struct {
@@ -476,11 +516,15 @@ const maxCachedExecutions = 10_000
 func newExecCache() *execCache { return &execCache{m: map[string]cachedExec{}} }
 
 func (ec *execCache) get(id string) (*messages.Execution, uint64, bool) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
 	e, ok := ec.m[id]
 	return e.x, e.rev, ok
 }
 
 func (ec *execCache) put(id string, x *messages.Execution, rev uint64) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
 	if _, ok := ec.m[id]; !ok && len(ec.m) >= maxCachedExecutions {
 		for k := range ec.m {
 			delete(ec.m, k)
@@ -490,7 +534,11 @@ func (ec *execCache) put(id string, x *messages.Execution, rev uint64) {
 	ec.m[id] = cachedExec{x: x, rev: rev}
 }
 
-func (ec *execCache) drop(id string) { delete(ec.m, id) }
+func (ec *execCache) drop(id string) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	delete(ec.m, id)
+}
 
 func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecycle.Effect) error {
 	switch eff := eff.(type) {
