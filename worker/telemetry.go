@@ -26,27 +26,29 @@ type taskSpan struct {
 // returns ctx carrying it: the spans of the steps that run are its children, and a batch the run
 // opens is traced under it.
 func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, msg jetstream.Msg) (context.Context, *taskSpan) {
+	kind := "handler"
 	name := "jetflow.invocation " + task.Function
-	attrs := []attribute.KeyValue{telemetry.KeyExecution.String(task.ExecutionID), telemetry.KeyFunction.String(task.Function),
-		telemetry.KeyTask.String(task.TaskID)}
 	if n := len(task.Path); n > 0 {
+		kind = "branch"
 		last := task.Path[n-1]
 		name = "jetflow.branch " + last.OpID + "[" + strconv.Itoa(last.Index) + "]"
-		attrs = append(attrs, telemetry.KeyOp.String(last.OpID), telemetry.KeyIndex.Int(last.Index))
-	}
-	kind := "handler"
-	if len(task.Path) > 0 {
-		kind = "branch"
 	}
 	if md, err := msg.Metadata(); err == nil {
-		w.tel.TaskLatency.Record(ctx, time.Since(md.Timestamp).Seconds(), metric.WithAttributes(
+		w.tel.TaskLatency.Record(ctx, time.Since(md.Timestamp).Seconds(), w.tel.Attrs(
 			telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind)))
 	}
-	if redelivered(msg) {
-		w.tel.Redeliveries.Add(ctx, 1, metric.WithAttributes(telemetry.KeyFunction.String(task.Function)))
-		attrs = append(attrs, attribute.Bool("jetflow.task.redelivered", true))
+	again := redelivered(msg)
+	if again {
+		w.tel.Redeliveries.Add(ctx, 1, w.tel.Attrs(telemetry.KeyFunction.String(task.Function)))
 	}
-	_, span := w.tel.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	_, span := w.tel.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() { // attributes only for a span that keeps them
+		span.SetAttributes(telemetry.KeyExecution.String(task.ExecutionID), telemetry.KeyFunction.String(task.Function),
+			telemetry.KeyTask.String(task.TaskID), attribute.Bool("jetflow.task.redelivered", again))
+		if n := len(task.Path); n > 0 {
+			span.SetAttributes(telemetry.KeyOp.String(task.Path[n-1].OpID), telemetry.KeyIndex.Int(task.Path[n-1].Index))
+		}
+	}
 	return trace.ContextWithSpan(ctx, span), &taskSpan{Span: span, outcome: "aborted"}
 }
 
@@ -56,9 +58,11 @@ func (w *Worker) endSpan(s *taskSpan, task *messages.RunTask, began time.Time) {
 	if len(task.Path) > 0 {
 		kind = "branch"
 	}
-	w.tel.TaskDuration.Record(context.Background(), time.Since(began).Seconds(), metric.WithAttributes(
+	w.tel.TaskDuration.Record(context.Background(), time.Since(began).Seconds(), w.tel.Attrs(
 		telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind), telemetry.KeyOutcome.String(s.outcome)))
-	s.SetAttributes(telemetry.KeyOutcome.String(s.outcome))
+	if s.IsRecording() {
+		s.SetAttributes(telemetry.KeyOutcome.String(s.outcome))
+	}
 	if s.failure != nil {
 		s.SetStatus(codes.Error, s.failure.Type+": "+s.failure.Message)
 	}

@@ -180,8 +180,10 @@ func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]b
 	ctx := c.Context
 	if tel := c.inv.tel; tel != nil {
 		var span trace.Span
-		ctx, span = tel.Tracer.Start(ctx, "jetflow.step "+name, trace.WithAttributes(
-			telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyName.String(name), telemetry.KeyAttempt.Int(attempt)))
+		ctx, span = tel.Tracer.Start(ctx, "jetflow.step "+name)
+		if span.IsRecording() {
+			span.SetAttributes(telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyName.String(name), telemetry.KeyAttempt.Int(attempt))
+		}
 		defer func() {
 			if err != nil {
 				span.SetStatus(codes.Error, err.Error())

@@ -8,6 +8,8 @@ package telemetry
 
 import (
 	"context"
+	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
@@ -47,6 +49,27 @@ type Telemetry struct {
 	TaskLatency       metric.Float64Histogram
 	Retries           metric.Int64Counter
 	Redeliveries      metric.Int64Counter
+
+	attrs sync.Map // attribute list → metric.MeasurementOption
+}
+
+// Attrs returns the metric option for the attributes kv, built once per distinct list (building
+// an attribute set on every measurement showed in profiles). Meant for lists from a small set of
+// values: function names, kinds, outcomes.
+func (t *Telemetry) Attrs(kv ...attribute.KeyValue) metric.MeasurementOption {
+	var key strings.Builder
+	for _, a := range kv {
+		key.WriteString(string(a.Key))
+		key.WriteByte('=')
+		key.WriteString(a.Value.Emit())
+		key.WriteByte(0)
+	}
+	if o, ok := t.attrs.Load(key.String()); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	t.attrs.Store(key.String(), o)
+	return o
 }
 
 // New makes the instruments from tp and mp (nil: the OpenTelemetry globals).
