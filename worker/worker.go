@@ -455,7 +455,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			w.retryLater(msg, log, err)
 			return
 		}
-		verify = true
+		// A branch's first dispatch, delivered once, replays over a complete listing: what it
+		// meets before its batch was final before the batch opened, and its own records nobody
+		// else writes. Anything else may meet a record rewritten while the listing ran.
+		verify = len(task.Path) == 0 || !task.Fresh || redelivered(msg)
 	}
 
 	runCtx, cancel := context.WithCancel(w.invCtx)
