@@ -40,8 +40,14 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 	path := make([]messages.BranchRef, len(b.Path), len(b.Path)+1)
 	copy(path, b.Path)
 	path = append(path, messages.BranchRef{OpID: b.OpID, Index: i})
-	return &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Fresh: true, Path: path,
-		TaskID: "b." + b.OpID + "." + strconv.Itoa(i)}
+	// A small batch's tasks carry what a replay to it needs (Prior, and the input): a worker that
+	// does not know the batch yet reads nothing.
+	t := &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Fresh: true, Path: path,
+		TaskID: "b." + b.OpID + "." + strconv.Itoa(i), Prior: b.Prior}
+	if len(b.Prior) > 0 {
+		t.Input = b.Input
+	}
+	return t
 }
 
 // openBatch starts a batch's first branches, or, if it was opened before, dispatches its
@@ -55,6 +61,7 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 	if len(eff.Input) <= maxBatchInput {
 		b.Input = eff.Input
 	}
+	b.Prior = eff.Request.Prior
 	if cp := eff.Request.Checkpoint; cp != nil && cp.OpID == b.OpID && cp.OpKind == messages.OpParallel && eff.Request.Revision > 0 {
 		b.Record, b.RecordRev = cp, eff.Request.Revision
 	}

@@ -42,6 +42,8 @@ func (t *RunTask) DecodeMsgpack(dec *msgpack.Decoder) error {
 			t.Fresh, err = decodeBool(dec)
 		case "in":
 			t.Input, err = dec.DecodeBytes()
+		case "pr":
+			err = dec.Decode(&t.Prior)
 		default:
 			err = dec.Skip()
 		}

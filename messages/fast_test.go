@@ -20,6 +20,9 @@ func TestFastDecodersMatchTheEncoder(t *testing.T) {
 		if len(task.Input) == 0 {
 			task.Input = nil
 		}
+		if rapid.Bool().Draw(t, "prior") {
+			task.Prior = []Prior{{Checkpoint: &Checkpoint{OpID: "1", OpKind: OpParallel, Status: OpStarted, Batch: &BatchConfig{N: 3}}, Revision: 7}}
+		}
 		got, err := DecodeAs[*RunTask](MustEncode(task))
 		require.NoError(t, err)
 		require.Equal(t, task, got)

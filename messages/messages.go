@@ -131,6 +131,9 @@ type RunTask struct {
 	// Input is the execution's input, carried when small so that the worker need not read the
 	// execution record. Empty: read it.
 	Input []byte `msgpack:"in,omitempty"`
+	// Prior are records a replay to the branch's batch meets (ParallelRequest.Prior), carried in
+	// a small batch's tasks so that a worker that does not know the batch yet reads nothing.
+	Prior []Prior `msgpack:"pr,omitempty"`
 }
 
 // Outcome is how one invocation of a handler ended.
@@ -204,6 +207,16 @@ type ParallelRequest struct {
 	// coordinator can complete it with a compare-and-set and no read. Optional.
 	Checkpoint *Checkpoint `msgpack:"cp,omitempty"`
 	Revision   uint64      `msgpack:"rv,omitempty"`
+	// Prior are the records a replay to the batch meets (final ones, and the batch's own), when
+	// few and small: a small batch's branch tasks carry them, so that a worker replays to the
+	// batch without reading anything. Optional.
+	Prior []Prior `msgpack:"pr,omitempty"`
+}
+
+// Prior is a stored record and its revision, carried so that a reader need not read it.
+type Prior struct {
+	Checkpoint *Checkpoint `msgpack:"c"`
+	Revision   uint64      `msgpack:"r"`
 }
 
 // CompletionReason says why a batch completed.
@@ -262,7 +275,8 @@ type Batch struct {
 	RecordRev uint64      `msgpack:"rr,omitempty"`
 	// Input is the execution's input when it is small, carried on to the task that resumes the
 	// awaiting code, so that the worker reads no record.
-	Input []byte `msgpack:"in,omitempty"`
+	Input []byte  `msgpack:"in,omitempty"`
+	Prior []Prior `msgpack:"pr,omitempty"` // see ParallelRequest.Prior
 }
 
 // Abandon tells workers, over core NATS, that a batch completed: branches of it still running

@@ -440,6 +440,15 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	switch {
 	case cached != nil:
 		verify = !task.Fresh || redelivered(msg)
+	case len(task.Prior) > 0 && task.Fresh && !redelivered(msg):
+		// A small batch's first run here: its task carries every record the replay to the batch
+		// meets, and the branch's own records nobody else writes.
+		loaded = make([]engine.Loaded, 0, len(task.Prior))
+		for _, p := range task.Prior {
+			if p.Checkpoint != nil {
+				loaded = append(loaded, engine.Loaded{Checkpoint: p.Checkpoint, Revision: p.Revision})
+			}
+		}
 	case task.TaskID == messages.StartTaskID && !redelivered(msg):
 		// An execution's first run: nothing to replay, but check each operation's record before
 		// running it, in case a duplicate start ran before.

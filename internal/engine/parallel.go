@@ -112,8 +112,45 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	inv.cache.Put(BatchKey(inv.execID, op), cached)
 	// The request carries the batch's record and revision, so that the coordinator completes it
 	// with one compare-and-set and no read.
-	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev})
+	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev,
+		Prior: inv.prior(r, spec.Config.N)})
 	return nil, nil // not reached
+}
+
+// Limits of the records a small batch's branch tasks carry (ParallelRequest.Prior).
+const (
+	maxPriorBranches = 64
+	maxPriorBytes    = 8 << 10
+)
+
+// prior returns what a replay of the handler to batch p meets — every final record this
+// invocation knows, and p's own — when the batch is small, opened by the handler itself (a branch
+// invocation may not know the records before its own batch), and the records are small. Else nil.
+func (inv *Invocation) prior(p *record, n int) []messages.Prior {
+	if len(inv.path) > 0 || n > maxPriorBranches {
+		return nil
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	out := []messages.Prior{{Checkpoint: p.cp, Revision: p.rev}}
+	size := 0
+	for _, r := range inv.records {
+		if r == p {
+			continue
+		}
+		if !r.cp.Status.Terminal() || r.rev == 0 {
+			return nil // not a final stored record: a replay must read what is there
+		}
+		size += 64 + len(r.cp.Result) + len(r.cp.Name)
+		if r.cp.Error != nil {
+			size += len(r.cp.Error.Message) + len(r.cp.Error.Data)
+		}
+		if size > maxPriorBytes {
+			return nil
+		}
+		out = append(out, messages.Prior{Checkpoint: r.cp, Revision: r.rev})
+	}
+	return out
 }
 
 // checkSize fails the invocation if the batch recorded at op has another branch count than n and
