@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,7 +78,11 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 	}
 	if !b.Completed {
 		// The branch loop folds from this copy (it is never modified: folds work on copies).
-		cache.put(key, &cachedBatch{state: b, rev: rev})
+		cb := &cachedBatch{state: b, rev: rev}
+		if len(b.Prior) > 0 {
+			cb.outcomes = []messages.Prior{} // a small batch: keep its outcomes for the resume task
+		}
+		cache.put(key, cb)
 	}
 	return c.carryOutBatch(ctx, b, d)
 }
@@ -95,7 +100,7 @@ func (c *Coordinator) reopenBatch(ctx context.Context, key string) error {
 	}
 	if b.Completed {
 		// Completed at opening (no branches, say), perhaps with a crash before the effects.
-		return c.completeBatch(ctx, b)
+		return c.completeBatch(ctx, b, nil)
 	}
 	var tasks []*messages.RunTask
 	batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
@@ -114,26 +119,28 @@ func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d ba
 		}
 	}
 	if d.Complete {
-		return c.completeBatch(ctx, b)
+		return c.completeBatch(ctx, b, []messages.Prior{}) // no branches: no outcomes to carry
 	}
 	return nil
 }
 
 // completeBatch freezes the batch in its checkpoint, tells workers to abandon its running
 // branches, and resumes the code that awaits it.
-func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) error {
+func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outcomes []messages.Prior) error {
 	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
 	written := false
+	var final messages.Prior // the batch's record as completed, for the resume task
 	if b.Record != nil && b.Record.Status == messages.OpStarted {
 		// The record as the opener stored it: one compare-and-set, no read. A conflict means it
 		// changed since (completed before a crash, say): read it as below.
 		cp := *b.Record
 		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
-		_, err := c.ckpts.Update(ctx, key, messages.MustEncode(&cp), b.RecordRev)
+		rev, err := c.ckpts.Update(ctx, key, messages.MustEncode(&cp), b.RecordRev)
 		if err != nil && !errors.Is(err, kvstore.ErrConflict) {
 			return err
 		}
 		written = err == nil
+		final = messages.Prior{Checkpoint: &cp, Revision: rev}
 	}
 	for !written {
 		e, err := c.ckpts.Get(ctx, key)
@@ -150,10 +157,12 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) erro
 			if cp.Summary != nil {
 				b.Reason = cp.Summary.Reason
 			}
+			final = messages.Prior{Checkpoint: cp, Revision: e.Revision}
 			break
 		}
 		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
-		if _, err := c.ckpts.Update(ctx, key, messages.MustEncode(cp), e.Revision); err == nil {
+		if rev, err := c.ckpts.Update(ctx, key, messages.MustEncode(cp), e.Revision); err == nil {
+			final = messages.Prior{Checkpoint: cp, Revision: rev}
 			break
 		} else if !errors.Is(err, kvstore.ErrConflict) {
 			return err
@@ -167,8 +176,14 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch) erro
 	}
 	c.log.Debug("batch complete", "batch", key, "reason", b.Reason, "succeeded", b.Succeeded, "failed", b.Failed)
 	c.endBatch(b)
-	return c.dispatch(ctx, &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID,
-		Input: b.Input}, b.ResumeTrace)
+	resume := &messages.RunTask{ExecutionID: b.ExecutionID, Function: b.Function, Path: b.Path, TaskID: "p." + b.OpID, Input: b.Input}
+	if len(b.Prior) > 0 && outcomes != nil && final.Checkpoint != nil {
+		// A small batch whose every outcome this coordinator folded: the resumed code replays
+		// over what the task carries — the records before the batch, its outcomes, and its
+		// completed record last (over the opened one) — and reads nothing.
+		resume.Prior = append(append(slices.Clone(b.Prior), outcomes...), final)
+	}
+	return c.dispatch(ctx, resume, b.ResumeTrace)
 }
 
 // publishTasks publishes tasks asynchronously and waits for every PubAck; trace is the parent of
@@ -346,6 +361,7 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 	var tasks []*messages.RunTask
 	complete := false
 	var early map[int]bool
+	outcomes := cb.outcomes // nil: not kept
 	for _, r := range refs {
 		value, err := c.ckpts.Unframe(ctx, r.msg.Subject(), r.msg.Data())
 		if err != nil {
@@ -355,7 +371,11 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 		if err != nil || cp.OpKind != messages.OpBranch || !cp.Status.Terminal() {
 			return nil, fmt.Errorf("%w: %s: %v", errUnreadableOutcome, r.msg.Subject(), err)
 		}
+		counted := !b.Completed && r.index < b.Next && !batch.Bit(b.Done, r.index)
 		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
+		if outcomes != nil && counted {
+			outcomes = c.keepOutcome(outcomes, r.msg, value)
+		}
 		if d.Early {
 			if early == nil {
 				early = map[int]bool{}
@@ -373,7 +393,7 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 		return nil, err
 	}
 	if complete {
-		if err := c.completeBatch(ctx, &b); err != nil {
+		if err := c.completeBatch(ctx, &b, outcomes); err != nil {
 			return nil, err
 		}
 	}
@@ -384,9 +404,24 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 	if b.Completed {
 		cache.drop(key)
 	} else {
-		cache.put(key, &cachedBatch{state: &b, rev: rev})
+		cache.put(key, &cachedBatch{state: &b, rev: rev, outcomes: outcomes})
 	}
 	return early, nil
+}
+
+// keepOutcome adds a folded outcome record to those a resume task will carry, or returns nil
+// (carry none) once they would be too large or one cannot be read.
+func (c *Coordinator) keepOutcome(kept []messages.Prior, msg jetstream.Msg, value []byte) []messages.Prior {
+	size := 0
+	for _, p := range kept {
+		size += len(p.Checkpoint.Result) + 64
+	}
+	md, err := msg.Metadata()
+	cp, derr := messages.DecodeAs[*messages.Checkpoint](value)
+	if err != nil || derr != nil || size+len(value) > maxCarriedOutcomeBytes {
+		return nil
+	}
+	return append(kept, messages.Prior{Checkpoint: cp, Revision: md.Sequence.Stream})
 }
 
 func (c *Coordinator) loadBatch(ctx context.Context, part *partition, key string) (*cachedBatch, error) {
@@ -433,7 +468,14 @@ func (c *Coordinator) noteStopped(ctx context.Context, stopped *recent.Set, exec
 type cachedBatch struct {
 	state *messages.Batch
 	rev   uint64
+	// outcomes are the branch outcome records folded so far, with their revisions, kept for a
+	// small batch this coordinator opened (it has seen all of them), so that the resume task can
+	// carry them: nil when not kept.
+	outcomes []messages.Prior
 }
+
+// maxCarriedOutcomeBytes bounds the outcome records a resume task carries.
+const maxCarriedOutcomeBytes = 16 << 10
 
 // batchCache holds the state of running batches, so that the branch loop never reads a batch the
 // event loop opened, and reads any other once. Bounded: past maxCachedBatches an arbitrary entry

@@ -440,15 +440,18 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	switch {
 	case cached != nil:
 		verify = !task.Fresh || redelivered(msg)
-	case len(task.Prior) > 0 && task.Fresh && !redelivered(msg):
-		// A small batch's first run here: its task carries every record the replay to the batch
-		// meets, and the branch's own records nobody else writes.
+	case len(task.Prior) > 0 && !redelivered(msg):
+		// The task carries the records its replay meets: for a small batch's branch, every record
+		// before the batch (and the branch's own records nobody else writes); for the code a
+		// small batch resumes, those and the batch's outcomes. What the resumed code meets after
+		// the batch is checked one record at a time (verify).
 		loaded = make([]engine.Loaded, 0, len(task.Prior))
 		for _, p := range task.Prior {
 			if p.Checkpoint != nil {
 				loaded = append(loaded, engine.Loaded{Checkpoint: p.Checkpoint, Revision: p.Revision})
 			}
 		}
+		verify = !task.Fresh
 	case task.TaskID == messages.StartTaskID && !redelivered(msg):
 		// An execution's first run: nothing to replay, but check each operation's record before
 		// running it, in case a duplicate start ran before.
