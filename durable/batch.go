@@ -42,8 +42,9 @@ func (e *BranchError) ErrorTypeName() string { return "BranchError" }
 // and nothing they do later counts.
 //
 // Branch failures do not make Parallel return an error; they are items of the BatchResult. The
-// error is for the operation itself: invalid options (nothing is recorded or started), or a replay
-// that found a different operation at this position.
+// error is for the operation itself: invalid options (nothing is recorded or started), a replay
+// that found a different operation at this position, or the execution being cancelled (or the
+// branch that calls it abandoned) before the batch opened — then it wraps context.Canceled.
 //
 // Each branch runs on some worker by replaying the handler up to this Parallel and then calling
 // only that branch's function, so branch functions may capture the handler's local variables —

@@ -33,6 +33,14 @@
 // are abandoned: their Context is cancelled wherever they run and nothing they do afterwards
 // counts. See [Parallel] for the rules of the result.
 //
+// # Cancellation
+//
+// An execution cancelled (client.Cancel) or timed out (client.WithTimeout) ends at once, and every
+// Context of it — the handler's and every branch's, on every worker — is cancelled. A step body
+// that returns after that records nothing, and the code that called it does not go on; a handler
+// that notices on its own (ctx.Done) and calls Parallel or Map gets an error wrapping
+// context.Canceled. Nothing more of the execution is dispatched.
+//
 // # Suspension
 //
 // When an invocation cannot go on — a [Wait] whose timer is not due, a step waiting out its retry

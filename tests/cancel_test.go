@@ -133,6 +133,34 @@ func TestCancelReachesTheHandlerItself(t *testing.T) {
 	}
 }
 
+// A handler cancelled between durable operations, that goes on to a Parallel, gets an error from
+// it: no batch is opened for a cancelled execution.
+func TestParallelAfterCancellationReturnsAnError(t *testing.T) {
+	env := durabletest.New(t)
+	entered := make(chan struct{})
+	got := make(chan error, 1)
+	durabletest.Register(env, "stubborn", func(ctx durable.Context, _ string) (int, error) {
+		close(entered)
+		<-ctx.Done() // plain code, not a step: the handler sees the cancellation itself
+		_, err := durable.Parallel(ctx, "after", []durable.Branch[int]{{Func: func(durable.Context) (int, error) { return 1, nil }}})
+		got <- err
+		return 0, err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
+	defer cancel()
+	id, err := env.Client().Start(ctx, "stubborn", "")
+	require.NoError(t, err)
+	<-entered
+	require.NoError(t, env.Client().Cancel(ctx, id))
+	require.ErrorIs(t, env.Client().Result(ctx, id, nil), client.ErrCancelled)
+	select {
+	case err := <-got:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-ctx.Done():
+		t.Fatal("the handler never reached its Parallel")
+	}
+}
+
 // An execution that outlives its timeout ends TIMED_OUT: a durable wait does not save it, and a
 // batch's running branches are cancelled as by Cancel.
 func TestExecutionTimeout(t *testing.T) {

@@ -70,6 +70,14 @@ func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
 func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	inv := c.inv
 	inv.stopped()
+	if err := inv.ctx.Err(); err != nil {
+		inv.fail(fmt.Errorf("engine: parallel: worker stopped: %w", err)) // runs again elsewhere
+	}
+	if err := c.Err(); err != nil {
+		// The execution was cancelled (or this branch abandoned): no batch is opened, and the
+		// caller learns why (API.md: the error return covers the execution being cancelled).
+		return nil, fmt.Errorf("jetflow: parallel %q not started: %w", spec.Name, err)
+	}
 	op := c.nextOp()
 	r, err := inv.visit(c, op, messages.OpParallel, spec.Name)
 	if err != nil {
