@@ -87,10 +87,12 @@ func TestAbandonedBranchesAreCancelledAndNotCounted(t *testing.T) {
 	env := durabletest.New(t, durabletest.WithWorkers(3))
 	cancelled := make(chan int, 2)
 	release := make(chan struct{})
+	slowRunning := make(chan struct{}, 2)
 	var lateReturns atomic.Int32
 	durabletest.Register(env, "race", func(ctx durable.Context, _ string) (string, error) {
 		slow := func(i int) durable.Branch[string] {
 			return durable.Branch[string]{Func: func(bctx durable.Context) (string, error) {
+				slowRunning <- struct{}{}
 				select {
 				case <-bctx.Done():
 					cancelled <- i
@@ -103,7 +105,14 @@ func TestAbandonedBranchesAreCancelledAndNotCounted(t *testing.T) {
 		res, err := durable.Parallel(ctx, "race", []durable.Branch[string]{
 			slow(0),
 			{Func: func(bctx durable.Context) (string, error) {
-				return durable.Step(bctx, "fast", func(durable.StepContext) (string, error) { return "fast", nil })
+				return durable.Step(bctx, "fast", func(durable.StepContext) (string, error) {
+					// The test is about abandoning branches that run: let both start first (a
+					// branch not yet started when the batch completes is simply never run).
+					for range 2 {
+						<-slowRunning
+					}
+					return "fast", nil
+				})
 			}},
 			slow(2),
 		}, durable.WithCompletion(durable.FirstSuccessful()))
