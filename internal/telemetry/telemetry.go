@@ -61,7 +61,7 @@ func (t *Telemetry) Attrs(kv ...attribute.KeyValue) metric.MeasurementOption {
 	for _, a := range kv {
 		key.WriteString(string(a.Key))
 		key.WriteByte('=')
-		key.WriteString(a.Value.Emit())
+		key.WriteString(a.Value.String())
 		key.WriteByte(0)
 	}
 	if o, ok := t.attrs.Load(key.String()); ok {
