@@ -23,7 +23,7 @@ func benchCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure jetflow with the workloads of BENCH.md (W1–W4 and RAW)",
+		Short: "Measure jetflow with the workloads of BENCH.md (W1–W5 and RAW)",
 		Long: "bench runs the workloads against an embedded NATS server with file storage (or --nats URL),\n" +
 			"with a coordinator and workers in this process, and prints a table. RAW — the bare JetStream\n" +
 			"pipeline a branch needs — runs in the same invocation, so every figure is also a ratio to\n" +

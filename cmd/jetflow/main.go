@@ -1,5 +1,5 @@
-// Command jetflow is jetflow's command-line tool: run the demo, start executions, wait for their
-// results and describe them.
+// Command jetflow is jetflow's command-line tool: run the demo, start, list, watch and cancel
+// executions, wait for their results, describe them, and run the bench.
 //
 // Exit codes: 0 success; 1 error; 2 bad usage; 3 the execution failed (or was cancelled, or timed
 // out); 4 timed out waiting; 5 no such execution; 6 the execution has already ended (cancel).
