@@ -49,14 +49,21 @@ type apiError struct {
 	Message string `json:"message" msgpack:"message"`
 }
 
+// request is what every request carries.
+type request interface{ version() int }
+
 type startRequest struct {
 	ProtocolVersion int    `json:"protocolVersion" msgpack:"protocolVersion"`
 	Function        string `json:"function" msgpack:"function"`
 	ExecutionName   string `json:"executionName" msgpack:"executionName"`
 	TimeoutMs       int64  `json:"timeoutMs" msgpack:"timeoutMs"`
+	// The input as sent: each encoding fills its own field.
+	JSONInput    json.RawMessage    `json:"input" msgpack:"-"`
+	MsgpackInput msgpack.RawMessage `json:"-" msgpack:"input"`
 }
 
-type startReply struct {
+// idReply answers start and cancel.
+type idReply struct {
 	ProtocolVersion int       `json:"protocolVersion" msgpack:"protocolVersion"`
 	ExecutionID     string    `json:"executionId,omitempty" msgpack:"executionId,omitempty"`
 	Error           *apiError `json:"error,omitempty" msgpack:"error,omitempty"`
@@ -85,11 +92,9 @@ type cancelRequest struct {
 	Reason          string `json:"reason" msgpack:"reason"`
 }
 
-type cancelReply struct {
-	ProtocolVersion int       `json:"protocolVersion" msgpack:"protocolVersion"`
-	ExecutionID     string    `json:"executionId,omitempty" msgpack:"executionId,omitempty"`
-	Error           *apiError `json:"error,omitempty" msgpack:"error,omitempty"`
-}
+func (r *startRequest) version() int  { return r.ProtocolVersion }
+func (r *resultRequest) version() int { return r.ProtocolVersion }
+func (r *cancelRequest) version() int { return r.ProtocolVersion }
 
 // api serves the public subjects until stop.
 type api struct {
@@ -134,7 +139,7 @@ func (a *api) serve(m *nats.Msg, h func(context.Context, *nats.Msg, bool) any) {
 	select {
 	case a.sem <- struct{}{}:
 	default:
-		a.reply(m, isJSON, &startReply{ProtocolVersion: messages.ProtocolVersion,
+		a.reply(m, isJSON, &idReply{ProtocolVersion: messages.ProtocolVersion,
 			Error: &apiError{Type: apiBusy, Message: "too many requests in progress; try again"}})
 		return
 	}
@@ -159,39 +164,27 @@ func (a *api) reply(m *nats.Msg, isJSON bool, v any) {
 		out.Data, err = msgpack.Marshal(v)
 	}
 	if err != nil {
-		out.Data, _ = json.Marshal(&startReply{ProtocolVersion: messages.ProtocolVersion,
+		out.Data, _ = json.Marshal(&idReply{ProtocolVersion: messages.ProtocolVersion,
 			Error: &apiError{Type: apiInternal, Message: "cannot encode the reply: " + err.Error()}})
 	}
 	_ = m.RespondMsg(out)
 }
 
-// decode reads a request body into req and returns the raw "input" field (JSON or msgpack).
-func decode(data []byte, isJSON bool, req any) (input []byte, err error) {
-	if len(data) == 0 {
-		return nil, errors.New("empty request")
+// readRequest decodes a request body into req and checks its protocol version.
+func readRequest(what string, data []byte, isJSON bool, req request) *apiError {
+	var err error
+	switch {
+	case len(data) == 0:
+		err = errors.New("empty request")
+	case isJSON:
+		err = json.Unmarshal(data, req)
+	default:
+		err = msgpack.Unmarshal(data, req)
 	}
-	if isJSON {
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(data, &fields); err != nil {
-			return nil, fmt.Errorf("not a JSON object: %w", err)
-		}
-		if err := json.Unmarshal(data, req); err != nil {
-			return nil, err
-		}
-		return fields["input"], nil
+	if err != nil {
+		return &apiError{Type: apiBadRequest, Message: what + ": " + err.Error()}
 	}
-	var fields map[string]msgpack.RawMessage
-	if err := msgpack.Unmarshal(data, &fields); err != nil {
-		return nil, fmt.Errorf("not a msgpack map: %w", err)
-	}
-	if err := msgpack.Unmarshal(data, req); err != nil {
-		return nil, err
-	}
-	return fields["input"], nil
-}
-
-func badVersion(v int) *apiError {
-	if v > messages.ProtocolVersion {
+	if v := req.version(); v > messages.ProtocolVersion {
 		return &apiError{Type: apiUnsupportedVersion,
 			Message: fmt.Sprintf("protocol version %d; this server speaks up to %d", v, messages.ProtocolVersion)}
 	}
@@ -215,22 +208,19 @@ func errorOf(err error) *apiError {
 }
 
 func (a *api) start(ctx context.Context, m *nats.Msg, isJSON bool) any {
-	reply := &startReply{ProtocolVersion: messages.ProtocolVersion}
+	reply := &idReply{ProtocolVersion: messages.ProtocolVersion}
 	var req startRequest
-	input, err := decode(m.Data, isJSON, &req)
-	if err != nil {
-		reply.Error = &apiError{Type: apiBadRequest, Message: "start: " + err.Error()}
-		return reply
-	}
-	if reply.Error = badVersion(req.ProtocolVersion); reply.Error != nil {
+	if reply.Error = readRequest("start", m.Data, isJSON, &req); reply.Error != nil {
 		return reply
 	}
 	if req.TimeoutMs < 0 {
 		reply.Error = &apiError{Type: apiBadRequest, Message: "start: timeoutMs must not be negative"}
 		return reply
 	}
+	input := []byte(req.MsgpackInput)
 	if isJSON {
-		if input, err = jsonvalue.ToMsgpack(input); err != nil {
+		var err error
+		if input, err = jsonvalue.ToMsgpack(req.JSONInput); err != nil {
 			reply.Error = &apiError{Type: apiBadRequest, Message: "start: input: " + err.Error()}
 			return reply
 		}
@@ -258,11 +248,7 @@ func (a *api) start(ctx context.Context, m *nats.Msg, isJSON bool) any {
 func (a *api) result(ctx context.Context, m *nats.Msg, isJSON bool) any {
 	reply := &resultReply{ProtocolVersion: messages.ProtocolVersion}
 	var req resultRequest
-	if _, err := decode(m.Data, isJSON, &req); err != nil {
-		reply.Error = &apiError{Type: apiBadRequest, Message: "result: " + err.Error()}
-		return reply
-	}
-	if reply.Error = badVersion(req.ProtocolVersion); reply.Error != nil {
+	if reply.Error = readRequest("result", m.Data, isJSON, &req); reply.Error != nil {
 		return reply
 	}
 	if req.WaitMs < 0 {
@@ -305,13 +291,9 @@ func (a *api) result(ctx context.Context, m *nats.Msg, isJSON bool) any {
 }
 
 func (a *api) cancel(ctx context.Context, m *nats.Msg, isJSON bool) any {
-	reply := &cancelReply{ProtocolVersion: messages.ProtocolVersion}
+	reply := &idReply{ProtocolVersion: messages.ProtocolVersion}
 	var req cancelRequest
-	if _, err := decode(m.Data, isJSON, &req); err != nil {
-		reply.Error = &apiError{Type: apiBadRequest, Message: "cancel: " + err.Error()}
-		return reply
-	}
-	if reply.Error = badVersion(req.ProtocolVersion); reply.Error != nil {
+	if reply.Error = readRequest("cancel", m.Data, isJSON, &req); reply.Error != nil {
 		return reply
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -423,7 +423,7 @@ func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev
 		} else {
 			newRev, err = c.execs.Update(ctx, id, data, rev)
 		}
-		if errors.Is(err, kvstore.ErrConflict) || kvstore.IsConflict(err) {
+		if kvstore.IsConflict(err) {
 			cache.drop(id)
 			continue // someone else moved the state on: decide again on what they stored
 		}

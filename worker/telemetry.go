@@ -18,6 +18,7 @@ import (
 // taskSpan is the span of one task's run, with what its end reports.
 type taskSpan struct {
 	trace.Span
+	kind    string              // handler or branch
 	outcome string              // how the run ended (an engine outcome, or "stopped")
 	failure *messages.ErrorInfo // the handler's error, when it failed
 }
@@ -49,17 +50,13 @@ func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, 
 			span.SetAttributes(telemetry.KeyOp.String(task.Path[n-1].OpID), telemetry.KeyIndex.Int(task.Path[n-1].Index))
 		}
 	}
-	return trace.ContextWithSpan(ctx, span), &taskSpan{Span: span, outcome: "aborted"}
+	return trace.ContextWithSpan(ctx, span), &taskSpan{Span: span, kind: kind, outcome: "aborted"}
 }
 
 // endSpan ends a task's span and records its duration.
 func (w *Worker) endSpan(s *taskSpan, task *messages.RunTask, began time.Time) {
-	kind := "handler"
-	if len(task.Path) > 0 {
-		kind = "branch"
-	}
 	w.tel.TaskDuration.Record(context.Background(), time.Since(began).Seconds(), w.tel.Attrs(
-		telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind), telemetry.KeyOutcome.String(s.outcome)))
+		telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(s.kind), telemetry.KeyOutcome.String(s.outcome)))
 	if s.IsRecording() {
 		s.SetAttributes(telemetry.KeyOutcome.String(s.outcome))
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/jetflow/jetflow/client"
+	"github.com/jetflow/jetflow/messages"
 )
 
 func listCmd() *cobra.Command {
@@ -32,15 +33,15 @@ func listCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Status = strings.ToUpper(o.Status)
+			if _, ok := messages.ParseExecutionStatus(o.Status); o.Status != "" && !ok {
+				return &exitError{exitUsage, fmt.Errorf("--status %s: want RUNNING, SUCCEEDED, FAILED, CANCELLED or TIMED_OUT", o.Status)}
+			}
 			if since > 0 {
 				o.Since = time.Now().Add(-since)
 			}
 			return withClient(cmd, time.Minute, func(ctx context.Context, cl *client.Client) error {
 				xs, err := cl.List(ctx, o)
 				if err != nil {
-					if strings.Contains(err.Error(), "unknown status") {
-						return &exitError{exitUsage, err}
-					}
 					return err
 				}
 				if asJSON {
