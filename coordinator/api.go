@@ -179,7 +179,9 @@ func readRequest(what string, data []byte, isJSON bool, req request) *apiError {
 	case isJSON:
 		err = json.Unmarshal(data, req)
 	default:
-		err = msgpack.Unmarshal(data, req)
+		if err = messages.CheckWellFormed(data); err == nil {
+			err = msgpack.Unmarshal(data, req)
+		}
 	}
 	if err != nil {
 		return &apiError{Type: apiBadRequest, Message: what + ": " + err.Error()}

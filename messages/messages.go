@@ -1,7 +1,6 @@
 package messages
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -488,6 +487,16 @@ func Encode(m Message) ([]byte, error) {
 	h := m.header()
 	h.Version = ProtocolVersion
 	h.Kind = m.kind()
+	switch m := m.(type) {
+	case *RunTask:
+		if fastTask(m) {
+			return appendTask(make([]byte, 0, 64+len(m.ExecutionID)+len(m.Input)), m), nil
+		}
+	case *Checkpoint:
+		if fastCheckpoint(m) {
+			return appendCheckpoint(make([]byte, 0, 96+len(m.Result)), m), nil
+		}
+	}
 	b, err := msgpack.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("messages: encode %s: %w", h.Kind, err)
@@ -506,6 +515,11 @@ func MustEncode(m Message) []byte {
 
 // Decode decodes any message, switching on its kind.
 func Decode(data []byte) (Message, error) {
+	// msgpack/v5 allocates a slice as long as the length a message claims, however short the
+	// message: a hostile one could take the process down. Every length is checked first.
+	if err := CheckWellFormed(data); err != nil {
+		return nil, err
+	}
 	h, ok := peekHeader(data)
 	if !ok {
 		// Not in the order this package writes (another encoder, say): read the header the long way.
@@ -518,6 +532,9 @@ func Decode(data []byte) (Message, error) {
 	}
 	if h.Version > ProtocolVersion {
 		return nil, fmt.Errorf("%w: %d (this build speaks up to %d)", ErrUnsupportedVersion, h.Version, ProtocolVersion)
+	}
+	if m, ok := decodeFast(h.Kind, data); ok {
+		return m, nil
 	}
 	var m Message
 	switch h.Kind {
@@ -550,6 +567,18 @@ func Decode(data []byte) (Message, error) {
 	return m, nil
 }
 
+// CheckWellFormed reports ErrMalformed unless data starts with one complete msgpack value whose
+// every string, array and map fits in the bytes that follow its header. Run it before handing
+// bytes from outside to msgpack.Unmarshal, which would otherwise allocate whatever length a
+// message claims.
+func CheckWellFormed(data []byte) error {
+	r := &reader{b: data}
+	if err := r.skip(); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
 // DecodeAs decodes data and checks that it is a T.
 func DecodeAs[T Message](data []byte) (T, error) {
 	var zero T
@@ -567,25 +596,23 @@ func DecodeAs[T Message](data []byte) (T, error) {
 // peekHeader reads the version and kind when they are the first two entries of the map, as Encode
 // writes them, without walking the rest of the message.
 func peekHeader(data []byte) (h Header, ok bool) {
-	dec := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(dec)
-	dec.Reset(bytes.NewReader(data))
-	n, err := dec.DecodeMapLen()
+	r := &reader{b: data}
+	n, err := r.mapLen()
 	if err != nil || n < 2 {
 		return h, false
 	}
 	for range 2 {
-		key, err := dec.DecodeString()
+		key, err := r.raw()
 		if err != nil {
 			return h, false
 		}
-		switch key {
+		switch string(key) {
 		case "v":
-			if h.Version, err = dec.DecodeUint8(); err != nil {
+			if h.Version, err = r.uint8(); err != nil {
 				return h, false
 			}
 		case "k":
-			k, err := dec.DecodeUint8()
+			k, err := r.uint8()
 			if err != nil {
 				return h, false
 			}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -107,6 +108,20 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0x82, 0xa1, 'v', 0x01, 0xa1, 'k', 0x07})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Whatever the hand-written decoders read, the generic decoder reads the same way.
+		for _, k := range []Kind{KindRunTask, KindCheckpoint} {
+			fast, ok := decodeFast(k, data)
+			if !ok {
+				continue
+			}
+			generic := map[Kind]Message{KindRunTask: new(RunTask), KindCheckpoint: new(Checkpoint)}[k]
+			if err := msgpack.Unmarshal(data, generic); err != nil {
+				t.Fatalf("the fast decoder read a %s the generic one refuses: %v", k, err)
+			}
+			if !reflect.DeepEqual(fast, generic) {
+				t.Fatalf("%s read differently:\nfast    %+v\ngeneric %+v", k, fast, generic)
+			}
+		}
 		m, err := Decode(data)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownKind) && !errors.Is(err, ErrUnsupportedVersion) {
@@ -142,4 +157,14 @@ func BenchmarkEncodeDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A message that claims more elements than it holds is refused before anything is allocated for
+// them: msgpack/v5 alone would allocate the whole claimed length (here 4 billion branch refs).
+func TestClaimedLengthsAreChecked(t *testing.T) {
+	huge := []byte{0x83, 0xa1, 'v', 0x01, 0xa1, 'k', byte(KindRunTask), 0xa1, 'p', 0xdd, 0xff, 0xff, 0xff, 0xff}
+	_, err := Decode(huge)
+	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorIs(t, CheckWellFormed(huge), ErrMalformed)
+	require.NoError(t, CheckWellFormed(MustEncode(&RunTask{ExecutionID: "x", Path: []BranchRef{{OpID: "1", Index: 2}}})))
 }

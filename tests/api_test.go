@@ -107,4 +107,9 @@ func TestPublicAPIInJSONAndMsgpack(t *testing.T) {
 	}
 	// Garbage is a BadRequest, not silence.
 	require.Equal(t, "BadRequest", errorType(apiCall(t, nc, messages.APIStartSubject, []byte{0xc1, 0xff}, false)))
+	// So is a request that claims a 4-billion-byte function name in a dozen bytes (msgpack would
+	// allocate it), and the coordinator serves the next request.
+	claims := []byte{0x81, 0xa8, 'f', 'u', 'n', 'c', 't', 'i', 'o', 'n', 0xdb, 0xff, 0xff, 0xff, 0xff}
+	require.Equal(t, "BadRequest", errorType(apiCall(t, nc, messages.APIStartSubject, claims, false)))
+	require.Equal(t, "NotFound", errorType(apiCall(t, nc, messages.APIResultSubject, map[string]any{"executionId": "never-started"}, true)))
 }
