@@ -51,6 +51,13 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 	return t
 }
 
+// again marks a branch task that may have been published before: the worker that takes it looks
+// for the branch's outcome before running it.
+func again(t *messages.RunTask) *messages.RunTask {
+	t.Fresh = false
+	return t
+}
+
 // openBatch starts a batch's first branches, or, if it was opened before, dispatches its
 // unfinished branches again (deduplicated) in case a crash lost them.
 func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff lifecycle.OpenBatch) error {
@@ -78,7 +85,7 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 	}
 	if !b.Completed {
 		// The branch loop folds from this copy (it is never modified: folds work on copies).
-		cb := &cachedBatch{state: b, rev: rev}
+		cb := &cachedBatch{state: b, rev: rev, trusted: true}
 		if len(b.Prior) > 0 {
 			cb.outcomes = []messages.Prior{} // a small batch: keep its outcomes for the resume task
 		}
@@ -103,8 +110,8 @@ func (c *Coordinator) reopenBatch(ctx context.Context, key string) error {
 		return c.completeBatch(ctx, b, nil)
 	}
 	var tasks []*messages.RunTask
-	batch.InFlight(b, func(i int) { tasks = append(tasks, branchTask(b, i)) })
-	return c.publishTasks(ctx, tasks, b.TraceParent)
+	batch.InFlight(b, func(i int) { tasks = append(tasks, again(branchTask(b, i))) })
+	return c.publishTasks(ctx, tasks, b.TraceParent, true)
 }
 
 // carryOutBatch dispatches what d says, and completes the batch if it says so.
@@ -114,7 +121,8 @@ func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d ba
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
 			tasks = append(tasks, branchTask(b, i))
 		}
-		if err := c.publishTasks(ctx, tasks, b.TraceParent); err != nil {
+		// The batch's state was just created: none of its tasks was ever published.
+		if err := c.publishTasks(ctx, tasks, b.TraceParent, false); err != nil {
 			return err
 		}
 	}
@@ -187,12 +195,20 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outc
 }
 
 // publishTasks publishes tasks asynchronously and waits for every PubAck; trace is the parent of
-// their invocations' spans.
-func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask, trace string) error {
+// their invocations' spans. With dedupe, each carries its Nats-Msg-Id, so that a task published
+// before (by a coordinator that crashed, or whose PubAck was lost) is stored once; without, the
+// caller knows that none of them was ever published, and the stream is spared the bookkeeping
+// (about a tenth of a branch's cost).
+func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask, trace string, dedupe bool) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
+	opts := []jetstream.PublishOpt{jetstream.WithStallWait(10 * time.Second)}
 	for _, t := range tasks {
 		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
-		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(taskMsgID(t)), jetstream.WithStallWait(10*time.Second))
+		o := opts
+		if dedupe {
+			o = []jetstream.PublishOpt{opts[0], jetstream.WithMsgID(taskMsgID(t))}
+		}
+		f, err := c.js.PublishMsgAsync(msg, o...)
 		if err != nil {
 			return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
 		}
@@ -361,6 +377,17 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 	var tasks []*messages.RunTask
 	complete := false
 	var early map[int]bool
+	// What this fold dispatches was never dispatched before if this coordinator opened the batch
+	// and has stored every fold since (its state is the whole truth), and no outcome here was
+	// folded before (by a coordinator that crashed before storing). Otherwise a branch it
+	// dispatches may have been dispatched already: the task is deduplicated and, not fresh, checks
+	// for its outcome before it runs.
+	redo := !cb.trusted
+	for _, r := range refs {
+		if md, err := r.msg.Metadata(); err != nil || md.NumDelivered > 1 {
+			redo = true
+		}
+	}
 	outcomes := cb.outcomes // nil: not kept
 	for _, r := range refs {
 		value, err := c.ckpts.Unframe(ctx, r.msg.Subject(), r.msg.Data())
@@ -383,13 +410,17 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 			early[r.index] = true
 		}
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
-			tasks = append(tasks, branchTask(&b, i))
+			if t := branchTask(&b, i); redo {
+				tasks = append(tasks, again(t))
+			} else {
+				tasks = append(tasks, t)
+			}
 		}
 		if d.Complete {
 			complete = true
 		}
 	}
-	if err := c.publishTasks(ctx, tasks, b.TraceParent); err != nil {
+	if err := c.publishTasks(ctx, tasks, b.TraceParent, redo); err != nil {
 		return nil, err
 	}
 	if complete {
@@ -404,7 +435,7 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 	if b.Completed {
 		cache.drop(key)
 	} else {
-		cache.put(key, &cachedBatch{state: &b, rev: rev, outcomes: outcomes})
+		cache.put(key, &cachedBatch{state: &b, rev: rev, outcomes: outcomes, trusted: cb.trusted})
 	}
 	return early, nil
 }
@@ -472,6 +503,9 @@ type cachedBatch struct {
 	// small batch this coordinator opened (it has seen all of them), so that the resume task can
 	// carry them: nil when not kept.
 	outcomes []messages.Prior
+	// trusted: this coordinator created the batch and stored every fold of it since, so no task
+	// of it was published that this state does not account for.
+	trusted bool
 }
 
 // maxCarriedOutcomeBytes bounds the outcome records a resume task carries.

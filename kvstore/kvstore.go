@@ -116,15 +116,20 @@ func (s *Store) CreateAsync(key string, value []byte) (f jetstream.PubAckFuture,
 	if len(value) > s.limit {
 		return nil, false, nil
 	}
-	msg := nats.NewMsg("$KV." + s.bucket + "." + key)
-	msg.Data = append([]byte{frameInline}, value...)
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	data := make([]byte, 1+len(value))
+	data[0] = frameInline
+	copy(data[1:], value)
+	msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: data,
+		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: expectNone}}
 	f, err = s.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 	if err != nil {
 		return nil, true, fmt.Errorf("kvstore: create %s: %w", key, err)
 	}
 	return f, true, nil
 }
+
+// expectNone is the expected last sequence of a key that must not exist yet (shared, never changed).
+var expectNone = []string{"0"}
 
 // IsConflict reports whether err, from CreateAsync's future, means the key existed.
 func IsConflict(err error) bool { return errors.Is(err, ErrConflict) || isWrongSequence(err) }

@@ -26,7 +26,7 @@ type taskSpan struct {
 // startSpan begins the span of one task's run under parent (the task header's span context) and
 // returns ctx carrying it: the spans of the steps that run are its children, and a batch the run
 // opens is traced under it.
-func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, msg jetstream.Msg) (context.Context, *taskSpan) {
+func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, md *jetstream.MsgMetadata) (context.Context, *taskSpan) {
 	kind := "handler"
 	name := "jetflow.invocation " + task.Function
 	if n := len(task.Path); n > 0 {
@@ -34,11 +34,11 @@ func (w *Worker) startSpan(ctx, parent context.Context, task *messages.RunTask, 
 		last := task.Path[n-1]
 		name = "jetflow.branch " + last.OpID + "[" + strconv.Itoa(last.Index) + "]"
 	}
-	if md, err := msg.Metadata(); err == nil {
+	if md != nil {
 		w.tel.TaskLatency.Record(ctx, time.Since(md.Timestamp).Seconds(), w.tel.Attrs(
 			telemetry.KeyFunction.String(task.Function), telemetry.KeyKind.String(kind)))
 	}
-	again := redelivered(msg)
+	again := md == nil || md.NumDelivered > 1
 	if again {
 		w.tel.Redeliveries.Add(ctx, 1, w.tel.Attrs(telemetry.KeyFunction.String(task.Function)))
 	}

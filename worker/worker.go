@@ -85,10 +85,11 @@ func (c *Config) withDefaults() (Config, error) {
 // Worker runs the handlers registered on it. Register before or after Start; Stop is safe to
 // call twice.
 type Worker struct {
-	nc  *nats.Conn
-	cfg Config
-	log *slog.Logger
-	sem chan struct{}
+	nc   *nats.Conn
+	cfg  Config
+	log  *slog.Logger
+	sem  chan struct{}
+	idle chan jetstream.Msg // tasks handed to an idle runner
 
 	mu        sync.Mutex
 	handlers  map[string]engine.Handler
@@ -129,7 +130,7 @@ func New(nc *nats.Conn, cfg *Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent),
+	w := &Worker{nc: nc, cfg: c, log: c.Logger, sem: make(chan struct{}, c.MaxConcurrent), idle: make(chan jetstream.Msg),
 		handlers: map[string]engine.Handler{}, consuming: map[string]jetstream.Consumer{},
 		cache: newBranchCache(c.BranchCacheSize), running: newRunningSet(), stopped: recent.New(10_000),
 		tel: telemetry.New(c.TracerProvider, c.MeterProvider)}
@@ -150,7 +151,11 @@ func Register[I, O any](w *Worker, function string, h func(durable.Context, I) (
 	w.register(function, func(ctx *engine.Context, raw []byte) ([]byte, error) {
 		var in I
 		if len(raw) > 0 {
-			if err := msgpack.Unmarshal(raw, &in); err != nil {
+			err := messages.CheckWellFormed(raw) // before msgpack allocates what a hostile input claims
+			if err == nil {
+				err = msgpack.Unmarshal(raw, &in)
+			}
+			if err != nil {
 				return nil, &InputError{Function: function, Err: err}
 			}
 		}
@@ -347,18 +352,41 @@ func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.
 				w.log.Debug("pulling tasks", "function", function, "error", err)
 				continue
 			}
-			w.inflight.Go(func() {
-				defer func() { <-w.sem }()
-				w.handle(msg)
-			})
+			select {
+			case w.idle <- msg: // a runner that finished its task takes this one
+			default:
+				w.inflight.Go(func() { w.runner(ctx, msg) })
+			}
 		}
 		unhook()
 		it.Stop()
 	}
 }
 
+// runner handles msg, then the tasks handed to it while it waits idle, until it has waited
+// runnerIdle or ctx ends (the worker stops taking tasks). Runners outlive their task so that a task does not
+// pay for a new goroutine and the growth of its stack.
+func (w *Worker) runner(ctx context.Context, msg jetstream.Msg) {
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		w.handle(msg)
+		<-w.sem
+		idle.Reset(runnerIdle)
+		select {
+		case msg = <-w.idle:
+		case <-idle.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+const runnerIdle = 10 * time.Second
+
 // prefetch is how many tasks of a function a worker pulls ahead of the slots free to run them.
-const prefetch = 64
+const prefetch = 256
 
 func (w *Worker) handle(msg jetstream.Msg) {
 	task, err := messages.DecodeAs[*messages.RunTask](msg.Data())
@@ -379,7 +407,9 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		ack(msg) // the execution was cancelled or timed out: nothing of it runs any more
 		return
 	}
-	log := w.log.With("execution", task.ExecutionID, "function", task.Function, "task", task.TaskID)
+	log := &taskLog{base: w.log, task: task}
+	md, _ := msg.Metadata() // nil: unknown, taken as a redelivery
+	again := md == nil || md.NumDelivered > 1
 	stopBeat := w.heartbeat(msg)
 	defer stopBeat()
 
@@ -411,7 +441,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	if cached == nil && len(input) == 0 {
 		e, err := w.execs.Get(w.invCtx, task.ExecutionID)
 		if errors.Is(err, kvstore.ErrNotFound) {
-			log.Warn("dropping a task for an execution that does not exist")
+			log.get().Warn("dropping a task for an execution that does not exist")
 			_ = msg.Term()
 			return
 		}
@@ -421,7 +451,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		}
 		exec, err := messages.DecodeAs[*messages.Execution](e.Value)
 		if err != nil {
-			log.Error("dropping a task: unreadable execution record", "error", err)
+			log.get().Error("dropping a task: unreadable execution record", "error", err)
 			_ = msg.Term()
 			return
 		}
@@ -439,8 +469,8 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	verify := false
 	switch {
 	case cached != nil:
-		verify = !task.Fresh || redelivered(msg)
-	case len(task.Prior) > 0 && !redelivered(msg):
+		verify = !task.Fresh || again
+	case len(task.Prior) > 0 && !again:
 		// The task carries the records its replay meets: for a small batch's branch, every record
 		// before the batch (and the branch's own records nobody else writes); for the code a
 		// small batch resumes, those and the batch's outcomes. What the resumed code meets after
@@ -452,7 +482,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			}
 		}
 		verify = !task.Fresh
-	case task.TaskID == messages.StartTaskID && !redelivered(msg):
+	case task.TaskID == messages.StartTaskID && !again:
 		// An execution's first run: nothing to replay, but check each operation's record before
 		// running it, in case a duplicate start ran before.
 		verify = true
@@ -470,7 +500,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		// A branch's first dispatch, delivered once, replays over a complete listing: what it
 		// meets before its batch was final before the batch opened, and its own records nobody
 		// else writes. Anything else may meet a record rewritten while the listing ran.
-		verify = len(task.Path) == 0 || !task.Fresh || redelivered(msg)
+		verify = len(task.Path) == 0 || !task.Fresh || again
 	}
 
 	runCtx, cancel := context.WithCancel(w.invCtx)
@@ -481,7 +511,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	// its place (after a timer, after a batch) is traced under that same parent.
 	parent := telemetry.Extract(context.Background(), msg.Headers())
 	resumeTrace := telemetry.TraceParent(parent)
-	runCtx, span := w.startSpan(runCtx, parent, task, msg)
+	runCtx, span := w.startSpan(runCtx, parent, task, md)
 	began := time.Now()
 	defer func() { w.endSpan(span, task, began) }()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
@@ -515,7 +545,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	case engine.Failed:
 		ended.Outcome, ended.Error = messages.OutcomeFailed, out.Error
 		span.failure = out.Error
-		log.Info("execution failed", "error_type", out.Error.Type, "error", out.Error.Message)
+		log.get().Info("execution failed", "error_type", out.Error.Type, "error", out.Error.Message)
 	case engine.Suspended:
 		ended.Outcome, ended.Timers, ended.Parallels = messages.OutcomeSuspended, out.Timers, out.Parallels
 		for i := range ended.Timers {
@@ -531,7 +561,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 // writeOutcome stores a finished branch's outcome without waiting: the slot is free at once, and
 // the acker acks the task when the write is acknowledged. A worker that dies in between leaves the
 // task to be redelivered; run again, the branch finds its outcome (if stored) and stops.
-func (w *Worker) writeOutcome(msg jetstream.Msg, log *slog.Logger, executionID string, rec *messages.Checkpoint) {
+func (w *Worker) writeOutcome(msg jetstream.Msg, log *taskLog, executionID string, rec *messages.Checkpoint) {
 	key := messages.CheckpointKey(executionID, rec.OpID)
 	data := messages.MustEncode(rec)
 	f, ok, err := w.ckpts.CreateAsync(key, data)
@@ -555,7 +585,7 @@ func (w *Worker) writeOutcome(msg jetstream.Msg, log *slog.Logger, executionID s
 type pendingAck struct {
 	f   jetstream.PubAckFuture
 	msg jetstream.Msg
-	log *slog.Logger
+	log *taskLog
 }
 
 // acker acks tasks as their outcome writes are acknowledged, in order, until acks is closed or
@@ -576,12 +606,6 @@ func (w *Worker) acker() {
 			return // aborted: the unacked tasks are redelivered
 		}
 	}
-}
-
-// redelivered reports whether JetStream delivered msg before (to this worker or another).
-func redelivered(msg jetstream.Msg) bool {
-	md, err := msg.Metadata()
-	return err != nil || md.NumDelivered > 1
 }
 
 type corruptError struct{ err error }
@@ -625,7 +649,7 @@ func (w *Worker) onAbandon(m *nats.Msg) {
 
 // report publishes how the invocation ended, then acks the task. ctx's span (the invocation's) is
 // the parent of any batch the report opens.
-func (w *Worker) report(ctx context.Context, msg jetstream.Msg, log *slog.Logger, ended *messages.InvocationEnded) {
+func (w *Worker) report(ctx context.Context, msg jetstream.Msg, log *taskLog, ended *messages.InvocationEnded) {
 	ended.EndedAt = time.Now().UnixNano()
 	data := messages.MustEncode(ended)
 	if len(data) > messages.MaxEventSize {
@@ -645,11 +669,11 @@ func (w *Worker) report(ctx context.Context, msg jetstream.Msg, log *slog.Logger
 	ack(msg)
 }
 
-func (w *Worker) retryLater(msg jetstream.Msg, log *slog.Logger, err error) {
+func (w *Worker) retryLater(msg jetstream.Msg, log *taskLog, err error) {
 	if w.invCtx.Err() != nil {
 		return // stopping: JetStream redelivers after AckWait
 	}
-	log.Warn("invocation could not finish; its task will run again", "error", err)
+	log.get().Warn("invocation could not finish; its task will run again", "error", err)
 	_ = msg.NakWithDelay(time.Second)
 }
 
@@ -710,4 +734,18 @@ func ack(msg jetstream.Msg) {
 	if !faults.DropAck(msg.Subject()) {
 		_ = msg.Ack()
 	}
+}
+
+// taskLog is the logger of one task, built on its first use: most tasks log nothing.
+type taskLog struct {
+	base *slog.Logger
+	task *messages.RunTask
+	l    *slog.Logger
+}
+
+func (t *taskLog) get() *slog.Logger {
+	if t.l == nil {
+		t.l = t.base.With("execution", t.task.ExecutionID, "function", t.task.Function, "task", t.task.TaskID)
+	}
+	return t.l
 }
