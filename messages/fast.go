@@ -61,7 +61,7 @@ func (t *RunTask) read(r *reader) error {
 		case "in":
 			t.Input, err = r.bytes()
 		case "pr":
-			err = slowUnlessNil(r)
+			t.Prior, err = readPrior(r)
 		default:
 			err = r.skip()
 		}
@@ -106,13 +106,125 @@ func readPath(r *reader) ([]BranchRef, error) {
 	return path, nil
 }
 
-// slowUnlessNil reads a nil, or reports a value the fast decoders leave to the generic one.
-func slowUnlessNil(r *reader) error {
-	if c, err := r.peek(); err != nil || c != 0xc0 {
-		return errSlowPath
+func readPrior(r *reader) ([]Prior, error) {
+	n, err := r.arrayLen()
+	if err != nil || n < 0 {
+		return nil, err
 	}
-	r.i++
-	return nil
+	prior := make([]Prior, n)
+	for i := range prior {
+		m, err := r.mapLen()
+		if err != nil {
+			return nil, err
+		}
+		for range max(m, 0) {
+			key, err := r.raw()
+			if err != nil {
+				return nil, err
+			}
+			switch string(key) {
+			case "c":
+				prior[i].Checkpoint, err = readCheckpointPtr(r)
+			case "r":
+				var v int64
+				v, err = r.int()
+				prior[i].Revision = uint64(v)
+			default:
+				err = r.skip()
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	return prior, nil
+}
+
+// readCheckpointPtr reads a checkpoint, or nil.
+func readCheckpointPtr(r *reader) (*Checkpoint, error) {
+	if c, err := r.peek(); err != nil {
+		return nil, err
+	} else if c == 0xc0 {
+		r.i++
+		return nil, nil
+	}
+	c := new(Checkpoint)
+	return c, c.read(r)
+}
+
+func readBatchConfig(r *reader) (*BatchConfig, error) {
+	n, err := r.mapLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	c := new(BatchConfig)
+	for range n {
+		key, err := r.raw()
+		if err != nil {
+			return nil, err
+		}
+		var v int64
+		switch string(key) {
+		case "n":
+			v, err = r.int()
+			c.N = int(v)
+		case "mc":
+			v, err = r.int()
+			c.MaxConcurrency = int(v)
+		case "ms":
+			c.MinSuccessful, err = r.intPtr()
+		case "tc":
+			c.ToleratedFailureCount, err = r.intPtr()
+		case "tp":
+			c.ToleratedFailurePercentage, err = r.float64Ptr()
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func readSummary(r *reader) (*BatchSummary, error) {
+	n, err := r.mapLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	s := new(BatchSummary)
+	for range n {
+		key, err := r.raw()
+		if err != nil {
+			return nil, err
+		}
+		var v int64
+		var u uint8
+		switch string(key) {
+		case "rs":
+			u, err = r.uint8()
+			s.Reason = CompletionReason(u)
+		case "sn":
+			v, err = r.int()
+			s.Started = int(v)
+		case "s":
+			v, err = r.int()
+			s.Succeeded = int(v)
+		case "f":
+			v, err = r.int()
+			s.Failed = int(v)
+		case "d":
+			s.Done, err = r.bytes()
+		case "fb":
+			s.FailedBits, err = r.bytes()
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 func (c *Checkpoint) read(r *reader) error {
@@ -158,8 +270,10 @@ func (c *Checkpoint) read(r *reader) error {
 			c.StartedAt, err = r.int()
 		case "ea":
 			c.EndedAt, err = r.int()
-		case "bc", "bs":
-			err = slowUnlessNil(r)
+		case "bc":
+			c.Batch, err = readBatchConfig(r)
+		case "bs":
+			c.Summary, err = readSummary(r)
 		case "mp":
 			c.IsMap, err = r.bool()
 		case "fl":
@@ -213,14 +327,7 @@ func readInner(r *reader) ([]*Checkpoint, error) {
 	}
 	inner := make([]*Checkpoint, n)
 	for i := range inner {
-		if c, err := r.peek(); err != nil {
-			return nil, err
-		} else if c == 0xc0 {
-			r.i++
-			continue
-		}
-		inner[i] = new(Checkpoint)
-		if err := inner[i].read(r); err != nil {
+		if inner[i], err = readCheckpointPtr(r); err != nil {
 			return nil, err
 		}
 	}

@@ -67,71 +67,32 @@ func BenchmarkPeekOutcome(b *testing.B) {
 	}
 }
 
-// The hand-written encoders write exactly the bytes of the reflection-based encoder.
+// The hand-written encoders write exactly the bytes of the reflection-based encoder, and the
+// hand-written decoders read them back.
 func TestFastEncodersWriteWhatMarshalWrites(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		task := drawTask(t)
 		task.Header = Header{Version: ProtocolVersion, Kind: KindRunTask}
-		require.True(t, fastTask(task))
-		want, err := msgpack.Marshal((*plainTask)(task))
+		want, err := msgpack.Marshal(task) // the generic encoder: messages.Encode is the fast one
 		require.NoError(t, err)
 		require.Equal(t, want, MustEncode(task))
+		_, fast := decodeFast(KindRunTask, want)
+		require.True(t, fast, "the fast decoder reads every task the encoder writes")
+		back, err := DecodeAs[*RunTask](want)
+		require.NoError(t, err)
+		require.Equal(t, task, back)
 
 		cp := drawCheckpoint(t, 2)
 		cp.Header = Header{Version: ProtocolVersion, Kind: KindCheckpoint}
-		require.True(t, fastCheckpoint(cp))
-		want, err = msgpack.Marshal(plain(cp))
+		want, err = msgpack.Marshal(cp)
 		require.NoError(t, err)
 		require.Equal(t, want, MustEncode(cp))
-		back, err := DecodeAs[*Checkpoint](MustEncode(cp))
+		_, fast = decodeFast(KindCheckpoint, want)
+		require.True(t, fast, "the fast decoder reads every checkpoint the encoder writes")
+		backCp, err := DecodeAs[*Checkpoint](want)
 		require.NoError(t, err)
-		require.Equal(t, cp, back)
-
-		// A batch's record goes the reflection way, and the hand-written decoder reads it back.
-		cp.Batch = &BatchConfig{N: rapid.IntRange(0, 1<<20).Draw(t, "n"), MaxConcurrency: rapid.IntRange(0, 9).Draw(t, "mc")}
-		if rapid.Bool().Draw(t, "summary") {
-			cp.Summary = &BatchSummary{Reason: CompletionReason(rapid.Uint8().Draw(t, "reason")), Started: 3, Succeeded: 2, Failed: 1,
-				Done: []byte{7}, FailedBits: []byte{4}}
-		}
-		require.False(t, fastCheckpoint(cp))
-		back, err = DecodeAs[*Checkpoint](MustEncode(cp))
-		require.NoError(t, err)
-		require.Equal(t, cp, back)
+		require.Equal(t, cp, backCp)
 	})
-}
-
-// plainTask and plainCheckpoint are the wire types without their hand-written codecs.
-type (
-	plainTask       RunTask
-	plainCheckpoint struct {
-		Header
-		OpID      string             `msgpack:"op"`
-		OpKind    OpKind             `msgpack:"ok"`
-		Name      string             `msgpack:"n,omitempty"`
-		Status    OpStatus           `msgpack:"st"`
-		Result    []byte             `msgpack:"r,omitempty"`
-		Error     *ErrorInfo         `msgpack:"e,omitempty"`
-		Attempt   int                `msgpack:"a,omitempty"`
-		FireAt    int64              `msgpack:"fa,omitempty"`
-		Fired     bool               `msgpack:"fd,omitempty"`
-		StartedAt int64              `msgpack:"sa,omitempty"`
-		EndedAt   int64              `msgpack:"ea,omitempty"`
-		Batch     *BatchConfig       `msgpack:"bc,omitempty"`
-		Summary   *BatchSummary      `msgpack:"bs,omitempty"`
-		IsMap     bool               `msgpack:"mp,omitempty"`
-		Flat      bool               `msgpack:"fl,omitempty"`
-		Inner     []*plainCheckpoint `msgpack:"in,omitempty"`
-	}
-)
-
-func plain(c *Checkpoint) *plainCheckpoint {
-	p := &plainCheckpoint{Header: c.Header, OpID: c.OpID, OpKind: c.OpKind, Name: c.Name, Status: c.Status, Result: c.Result,
-		Error: c.Error, Attempt: c.Attempt, FireAt: c.FireAt, Fired: c.Fired, StartedAt: c.StartedAt, EndedAt: c.EndedAt,
-		Batch: c.Batch, Summary: c.Summary, IsMap: c.IsMap, Flat: c.Flat}
-	for _, in := range c.Inner {
-		p.Inner = append(p.Inner, plain(in))
-	}
-	return p
 }
 
 func drawBytes(t *rapid.T, label string) []byte {
@@ -149,22 +110,53 @@ func drawTask(t *rapid.T) *RunTask {
 	for range rapid.IntRange(0, 3).Draw(t, "depth") {
 		task.Path = append(task.Path, BranchRef{OpID: str.Draw(t, "op"), Index: rapid.IntRange(0, 1<<40).Draw(t, "i")})
 	}
+	for range rapid.IntRange(0, 3).Draw(t, "prior") {
+		p := Prior{Revision: rapid.Uint64Range(0, 1<<62).Draw(t, "rev")}
+		if rapid.Bool().Draw(t, "record") {
+			p.Checkpoint = drawCheckpoint(t, 1)
+		}
+		task.Prior = append(task.Prior, p)
+	}
 	return task
 }
 
 func drawCheckpoint(t *rapid.T, depth int) *Checkpoint {
 	str := rapid.StringMatching(`[A-Za-z0-9 _-]{0,300}`)
 	i64 := rapid.OneOf(rapid.Just(int64(0)), rapid.Int64())
+	small := rapid.IntRange(-1<<40, 1<<40)
 	cp := &Checkpoint{OpID: str.Draw(t, "op"), OpKind: OpKind(rapid.Uint8().Draw(t, "kind")), Name: str.Draw(t, "name"),
 		Status: OpStatus(rapid.Uint8().Draw(t, "status")), Result: drawBytes(t, "result"),
-		Attempt: rapid.IntRange(-1<<40, 1<<40).Draw(t, "attempt"), FireAt: i64.Draw(t, "fa"), Fired: rapid.Bool().Draw(t, "fd"),
+		Attempt: small.Draw(t, "attempt"), FireAt: i64.Draw(t, "fa"), Fired: rapid.Bool().Draw(t, "fd"),
 		StartedAt: i64.Draw(t, "sa"), EndedAt: i64.Draw(t, "ea"), IsMap: rapid.Bool().Draw(t, "mp"), Flat: rapid.Bool().Draw(t, "fl")}
 	if rapid.Bool().Draw(t, "error") {
 		cp.Error = &ErrorInfo{Type: str.Draw(t, "et"), Message: str.Draw(t, "em"), Data: drawBytes(t, "ed"), FromStep: rapid.Bool().Draw(t, "es")}
 	}
+	if rapid.Bool().Draw(t, "batch") {
+		cp.Batch = &BatchConfig{N: small.Draw(t, "n"), MaxConcurrency: small.Draw(t, "mc")}
+		if rapid.Bool().Draw(t, "ms") {
+			v := small.Draw(t, "msv")
+			cp.Batch.MinSuccessful = &v
+		}
+		if rapid.Bool().Draw(t, "tc") {
+			v := small.Draw(t, "tcv")
+			cp.Batch.ToleratedFailureCount = &v
+		}
+		if rapid.Bool().Draw(t, "tp") {
+			v := rapid.Float64().Draw(t, "tpv")
+			cp.Batch.ToleratedFailurePercentage = &v
+		}
+	}
+	if rapid.Bool().Draw(t, "summary") {
+		cp.Summary = &BatchSummary{Reason: CompletionReason(rapid.Uint8().Draw(t, "reason")), Started: small.Draw(t, "sn"),
+			Succeeded: small.Draw(t, "s"), Failed: small.Draw(t, "f"), Done: drawBytes(t, "d"), FailedBits: drawBytes(t, "fb")}
+	}
 	if depth > 0 {
 		for range rapid.IntRange(0, 3).Draw(t, "inner") {
-			cp.Inner = append(cp.Inner, drawCheckpoint(t, depth-1))
+			if rapid.IntRange(0, 9).Draw(t, "nil") == 0 {
+				cp.Inner = append(cp.Inner, nil)
+			} else {
+				cp.Inner = append(cp.Inner, drawCheckpoint(t, depth-1))
+			}
 		}
 	}
 	return cp

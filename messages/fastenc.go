@@ -10,11 +10,7 @@ import (
 // The reflection-based encoder cost about 4 µs a record, with a dozen allocations. These write
 // the very bytes msgpack.Marshal writes for the same value — the same map of fields in the same
 // order, empty omitempty fields left out, the same integer widths — so a reader cannot tell them
-// apart; TestFastEncodersWriteWhatMarshalWrites holds them to that. A value they do not cover (a
-// task carrying records, a checkpoint with a batch config or summary) goes the reflection way.
-
-// fastTask reports whether appendTask covers t.
-func fastTask(t *RunTask) bool { return len(t.Prior) == 0 }
+// apart; TestFastEncodersWriteWhatMarshalWrites holds them to that.
 
 func appendTask(b []byte, t *RunTask) []byte {
 	n := 5
@@ -25,6 +21,9 @@ func appendTask(b []byte, t *RunTask) []byte {
 		n++
 	}
 	if len(t.Input) > 0 {
+		n++
+	}
+	if len(t.Prior) > 0 {
 		n++
 	}
 	b = appendMapLen(b, n)
@@ -47,26 +46,24 @@ func appendTask(b []byte, t *RunTask) []byte {
 	if len(t.Input) > 0 {
 		b = appendBin(appendStr(b, "in"), t.Input)
 	}
+	if len(t.Prior) > 0 {
+		b = appendArrayLen(appendStr(b, "pr"), len(t.Prior))
+		for _, p := range t.Prior {
+			b = appendMapLen(b, 2)
+			b = appendCheckpoint(appendStr(b, "c"), p.Checkpoint)
+			b = appendUint64(appendStr(b, "r"), p.Revision)
+		}
+	}
 	return b
 }
 
-// fastCheckpoint reports whether appendCheckpoint covers c.
-func fastCheckpoint(c *Checkpoint) bool {
-	if c.Batch != nil || c.Summary != nil {
-		return false
-	}
-	for _, in := range c.Inner {
-		if in == nil || !fastCheckpoint(in) {
-			return false
-		}
-	}
-	return true
-}
-
 func appendCheckpoint(b []byte, c *Checkpoint) []byte {
+	if c == nil {
+		return append(b, 0xc0)
+	}
 	n := 5
 	for _, set := range [...]bool{c.Name != "", len(c.Result) > 0, c.Error != nil, c.Attempt != 0, c.FireAt != 0,
-		c.Fired, c.StartedAt != 0, c.EndedAt != 0, c.IsMap, c.Flat, len(c.Inner) > 0} {
+		c.Fired, c.StartedAt != 0, c.EndedAt != 0, c.Batch != nil, c.Summary != nil, c.IsMap, c.Flat, len(c.Inner) > 0} {
 		if set {
 			n++
 		}
@@ -116,6 +113,12 @@ func appendCheckpoint(b []byte, c *Checkpoint) []byte {
 	if c.EndedAt != 0 {
 		b = appendInt64(appendStr(b, "ea"), c.EndedAt)
 	}
+	if c.Batch != nil {
+		b = appendBatchConfig(appendStr(b, "bc"), c.Batch)
+	}
+	if c.Summary != nil {
+		b = appendSummary(appendStr(b, "bs"), c.Summary)
+	}
 	if c.IsMap {
 		b = appendBool(appendStr(b, "mp"), true)
 	}
@@ -128,6 +131,53 @@ func appendCheckpoint(b []byte, c *Checkpoint) []byte {
 		for _, in := range c.Inner {
 			b = appendCheckpoint(b, in)
 		}
+	}
+	return b
+}
+
+func appendBatchConfig(b []byte, c *BatchConfig) []byte {
+	n := 1
+	for _, set := range [...]bool{c.MaxConcurrency != 0, c.MinSuccessful != nil, c.ToleratedFailureCount != nil,
+		c.ToleratedFailurePercentage != nil} {
+		if set {
+			n++
+		}
+	}
+	b = appendMapLen(b, n)
+	b = appendInt(appendStr(b, "n"), int64(c.N))
+	if c.MaxConcurrency != 0 {
+		b = appendInt(appendStr(b, "mc"), int64(c.MaxConcurrency))
+	}
+	if c.MinSuccessful != nil {
+		b = appendInt(appendStr(b, "ms"), int64(*c.MinSuccessful))
+	}
+	if c.ToleratedFailureCount != nil {
+		b = appendInt(appendStr(b, "tc"), int64(*c.ToleratedFailureCount))
+	}
+	if c.ToleratedFailurePercentage != nil {
+		b = binary.BigEndian.AppendUint64(append(appendStr(b, "tp"), 0xcb), math.Float64bits(*c.ToleratedFailurePercentage))
+	}
+	return b
+}
+
+func appendSummary(b []byte, s *BatchSummary) []byte {
+	n := 4
+	if len(s.Done) > 0 {
+		n++
+	}
+	if len(s.FailedBits) > 0 {
+		n++
+	}
+	b = appendMapLen(b, n)
+	b = appendUint8(appendStr(b, "rs"), uint8(s.Reason))
+	b = appendInt(appendStr(b, "sn"), int64(s.Started))
+	b = appendInt(appendStr(b, "s"), int64(s.Succeeded))
+	b = appendInt(appendStr(b, "f"), int64(s.Failed))
+	if len(s.Done) > 0 {
+		b = appendBin(appendStr(b, "d"), s.Done)
+	}
+	if len(s.FailedBits) > 0 {
+		b = appendBin(appendStr(b, "fb"), s.FailedBits)
 	}
 	return b
 }
@@ -196,6 +246,10 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 func appendUint8(b []byte, v uint8) []byte { return append(b, 0xcc, v) }
+
+func appendUint64(b []byte, v uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
+}
 
 func appendInt64(b []byte, v int64) []byte {
 	return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))

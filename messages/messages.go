@@ -489,13 +489,9 @@ func Encode(m Message) ([]byte, error) {
 	h.Kind = m.kind()
 	switch m := m.(type) {
 	case *RunTask:
-		if fastTask(m) {
-			return appendTask(make([]byte, 0, 64+len(m.ExecutionID)+len(m.Input)), m), nil
-		}
+		return appendTask(make([]byte, 0, 64+len(m.ExecutionID)+len(m.Input)), m), nil
 	case *Checkpoint:
-		if fastCheckpoint(m) {
-			return appendCheckpoint(make([]byte, 0, 96+len(m.Result)), m), nil
-		}
+		return appendCheckpoint(make([]byte, 0, 96+len(m.Result)), m), nil
 	}
 	b, err := msgpack.Marshal(m)
 	if err != nil {

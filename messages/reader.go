@@ -226,6 +226,39 @@ func (r *reader) int() (int64, error) {
 	}
 }
 
+// intPtr reads an integer, or nil.
+func (r *reader) intPtr() (*int, error) {
+	if c, err := r.peek(); err != nil || c == 0xc0 {
+		if err == nil {
+			r.i++
+		}
+		return nil, err
+	}
+	v, err := r.int()
+	n := int(v)
+	return &n, err
+}
+
+// float64Ptr reads a float64, or nil. Only a float64 is read here; anything else goes the
+// generic way.
+func (r *reader) float64Ptr() (*float64, error) {
+	c, err := r.code()
+	switch {
+	case err != nil:
+		return nil, err
+	case c == 0xc0:
+		return nil, nil
+	case c != 0xcb:
+		return nil, errSlowPath
+	}
+	p, err := r.take(8)
+	if err != nil {
+		return nil, err
+	}
+	f := math.Float64frombits(binary.BigEndian.Uint64(p))
+	return &f, nil
+}
+
 func (r *reader) uint8() (uint8, error) {
 	v, err := r.int()
 	if err == nil && (v < 0 || v > math.MaxUint8) {
