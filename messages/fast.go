@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"fmt"
 )
 
@@ -36,10 +37,14 @@ func (t *RunTask) read(r *reader) error {
 	if err != nil {
 		return err
 	}
+	var keys keySet
 	for range max(n, 0) {
 		key, err := r.raw()
 		if err != nil {
 			return err
+		}
+		if keys.repeated(key) {
+			return errSlowPath
 		}
 		switch string(key) {
 		case "v":
@@ -83,10 +88,14 @@ func readPath(r *reader) ([]BranchRef, error) {
 		if err != nil {
 			return nil, err
 		}
+		var keys keySet
 		for range max(m, 0) {
 			key, err := r.raw()
 			if err != nil {
 				return nil, err
+			}
+			if keys.repeated(key) {
+				return nil, errSlowPath
 			}
 			switch string(key) {
 			case "op":
@@ -117,10 +126,14 @@ func readPrior(r *reader) ([]Prior, error) {
 		if err != nil {
 			return nil, err
 		}
+		var keys keySet
 		for range max(m, 0) {
 			key, err := r.raw()
 			if err != nil {
 				return nil, err
+			}
+			if keys.repeated(key) {
+				return nil, errSlowPath
 			}
 			switch string(key) {
 			case "c":
@@ -157,11 +170,15 @@ func readBatchConfig(r *reader) (*BatchConfig, error) {
 	if err != nil || n < 0 {
 		return nil, err
 	}
+	var keys keySet
 	c := new(BatchConfig)
 	for range n {
 		key, err := r.raw()
 		if err != nil {
 			return nil, err
+		}
+		if keys.repeated(key) {
+			return nil, errSlowPath
 		}
 		var v int64
 		switch string(key) {
@@ -192,11 +209,15 @@ func readSummary(r *reader) (*BatchSummary, error) {
 	if err != nil || n < 0 {
 		return nil, err
 	}
+	var keys keySet
 	s := new(BatchSummary)
 	for range n {
 		key, err := r.raw()
 		if err != nil {
 			return nil, err
+		}
+		if keys.repeated(key) {
+			return nil, errSlowPath
 		}
 		var v int64
 		var u uint8
@@ -232,10 +253,14 @@ func (c *Checkpoint) read(r *reader) error {
 	if err != nil {
 		return err
 	}
+	var keys keySet
 	for range max(n, 0) {
 		key, err := r.raw()
 		if err != nil {
 			return err
+		}
+		if keys.repeated(key) {
+			return errSlowPath
 		}
 		var u uint8
 		var v int64
@@ -295,11 +320,15 @@ func readError(r *reader) (*ErrorInfo, error) {
 	if err != nil || n < 0 {
 		return nil, err
 	}
+	var keys keySet
 	e := new(ErrorInfo)
 	for range n {
 		key, err := r.raw()
 		if err != nil {
 			return nil, err
+		}
+		if keys.repeated(key) {
+			return nil, errSlowPath
 		}
 		switch string(key) {
 		case "t":
@@ -383,4 +412,26 @@ func PeekOutcome(data []byte) (OutcomeHead, error) {
 		return h, fmt.Errorf("%w: %s, want %s", ErrWrongKind, Kind(kind), KindCheckpoint)
 	}
 	return h, nil
+}
+
+// keySet notices a key that comes twice in one map. The generic decoder decodes the second value
+// into what the first left (the same slice, the same struct), which the fast decoders do not
+// copy: such a message goes the generic way. So does a map of more keys than any record has.
+type keySet struct {
+	n    int
+	seen [24][]byte
+}
+
+func (s *keySet) repeated(key []byte) bool {
+	for _, k := range s.seen[:s.n] {
+		if bytes.Equal(k, key) {
+			return true
+		}
+	}
+	if s.n == len(s.seen) {
+		return true
+	}
+	s.seen[s.n] = key
+	s.n++
+	return false
 }

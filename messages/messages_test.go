@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"os"
@@ -167,4 +168,9 @@ func TestClaimedLengthsAreChecked(t *testing.T) {
 	require.ErrorIs(t, err, ErrMalformed)
 	require.ErrorIs(t, CheckWellFormed(huge), ErrMalformed)
 	require.NoError(t, CheckWellFormed(MustEncode(&RunTask{ExecutionID: "x", Path: []BranchRef{{OpID: "1", Index: 2}}})))
+	// Nor is a message nested deeper than any record goes (a stack frame a level).
+	deep := bytes.Repeat([]byte{0x91}, 1<<20)
+	require.ErrorIs(t, CheckWellFormed(append(deep, 0xc0)), ErrMalformed)
+	_, err = Decode(append(deep, 0xc0))
+	require.ErrorIs(t, err, ErrMalformed)
 }

@@ -10,13 +10,18 @@ import (
 // msgpack.Decoder reads through an io.Reader a byte at a time, which cost more than the rest of
 // decoding a task. Every method reports errShort or errType rather than reading past the end.
 type reader struct {
-	b []byte
-	i int
+	b     []byte
+	i     int
+	depth int // of the maps and arrays skip is inside
 }
+
+// maxDepth bounds the nesting skip follows: each level is a frame of the goroutine's stack.
+const maxDepth = 10_000
 
 var (
 	errShort = errors.New("msgpack: unexpected end of data")
 	errType  = errors.New("msgpack: unexpected type")
+	errDepth = errors.New("msgpack: nested too deep")
 	// errSlowPath: the value holds a field the fast decoder leaves to the reflection-based one.
 	errSlowPath = errors.New("msgpack: not for the fast path")
 )
@@ -280,24 +285,8 @@ func (r *reader) skip() error {
 	case c >= 0xa0 && c <= 0xbf, c == 0xd9, c == 0xda, c == 0xdb, c == 0xc4, c == 0xc5, c == 0xc6:
 		_, err := r.raw()
 		return err
-	case c >= 0x80 && c <= 0x8f, c == 0xde, c == 0xdf:
-		n, err := r.mapLen()
-		for range 2 * max(n, 0) {
-			if err != nil {
-				break
-			}
-			err = r.skip()
-		}
-		return err
-	case c >= 0x90 && c <= 0x9f, c == 0xdc, c == 0xdd:
-		n, err := r.arrayLen()
-		for range max(n, 0) {
-			if err != nil {
-				break
-			}
-			err = r.skip()
-		}
-		return err
+	case c >= 0x80 && c <= 0x9f, c == 0xdc, c == 0xdd, c == 0xde, c == 0xdf:
+		return r.skipContainer(c)
 	}
 	r.i++
 	switch c {
@@ -328,4 +317,28 @@ func (r *reader) skip() error {
 		return fixed(n + 1)
 	}
 	return errType
+}
+
+// skipContainer reads past a map or an array and everything in it.
+func (r *reader) skipContainer(c byte) error {
+	if r.depth >= maxDepth {
+		return errDepth
+	}
+	r.depth++
+	defer func() { r.depth-- }()
+	var n int
+	var err error
+	if c <= 0x8f || c == 0xde || c == 0xdf {
+		n, err = r.mapLen()
+		n *= 2 // keys and values
+	} else {
+		n, err = r.arrayLen()
+	}
+	for range max(n, 0) {
+		if err != nil {
+			break
+		}
+		err = r.skip()
+	}
+	return err
 }
