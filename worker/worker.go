@@ -364,8 +364,8 @@ func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.
 }
 
 // runner handles msg, then the tasks handed to it while it waits idle, until it has waited
-// runnerIdle or ctx ends (the worker stops taking tasks). Runners outlive their task so that a task does not
-// pay for a new goroutine and the growth of its stack.
+// runnerIdle or ctx ends (the worker stops taking tasks). Runners outlive their task, so that a
+// task does not pay for a new goroutine and the growth of its stack.
 func (w *Worker) runner(ctx context.Context, msg jetstream.Msg) {
 	idle := time.NewTimer(runnerIdle)
 	defer idle.Stop()
