@@ -70,11 +70,28 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 		b.Input = eff.Input
 	}
 	b.Prior = eff.Request.Prior
-	if cp := eff.Request.Checkpoint; cp != nil && cp.OpID == b.OpID && cp.OpKind == messages.OpParallel && eff.Request.Revision > 0 {
+	// The batch's record: stored by the opener (it sent the revision), or left to this coordinator
+	// (revision 0), which creates it while it creates the batch's state — both are stored before
+	// the first dispatch, since a branch's replay meets the record.
+	var record jetstream.PubAckFuture
+	if cp := eff.Request.Checkpoint; cp != nil && cp.OpID == b.OpID && cp.OpKind == messages.OpParallel {
 		b.Record, b.RecordRev = cp, eff.Request.Revision
+		if b.RecordRev == 0 {
+			f, err := c.createRecord(ctx, b)
+			if err != nil {
+				return err
+			}
+			record = f
+		}
 	}
 	c.beginBatch(ctx, b, eff.Request)
 	rev, err := c.batches.Create(ctx, key, messages.MustEncode(b))
+	if record != nil {
+		if rerr := c.settleRecord(ctx, b, record); rerr != nil {
+			c.spans.drop(key)
+			return rerr
+		}
+	}
 	switch {
 	case errors.Is(err, kvstore.ErrConflict):
 		c.spans.drop(key) // opened before: its span is the first opening's
@@ -92,6 +109,66 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff life
 		cache.put(key, cb)
 	}
 	return c.carryOutBatch(ctx, b, d)
+}
+
+// createRecord starts creating b's record (b.Record, not stored yet) without waiting; nil when it
+// was created synchronously (too large for one message: never for a batch's record in practice).
+func (c *Coordinator) createRecord(ctx context.Context, b *messages.Batch) (jetstream.PubAckFuture, error) {
+	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
+	data := messages.MustEncode(b.Record)
+	f, ok, err := c.ckpts.CreateAsync(key, data)
+	if err != nil || ok {
+		return f, err
+	}
+	rev, err := c.ckpts.Create(ctx, key, data)
+	if errors.Is(err, kvstore.ErrConflict) {
+		return nil, c.adoptRecord(ctx, b)
+	}
+	if err == nil {
+		c.recordStored(b, rev)
+	}
+	return nil, err
+}
+
+// settleRecord waits for the creation of b's record: stored, or stored before (an earlier
+// opening whose batch state was lost, or is there too), whose record then stands.
+func (c *Coordinator) settleRecord(ctx context.Context, b *messages.Batch, f jetstream.PubAckFuture) error {
+	rev, err := awaitPubAck(ctx, f)
+	switch {
+	case err == nil:
+		c.recordStored(b, rev)
+		return nil
+	case kvstore.IsConflict(err):
+		return c.adoptRecord(ctx, b)
+	}
+	return fmt.Errorf("coordinator: batch %s.%s: create its record: %w", b.ExecutionID, b.OpID, err)
+}
+
+// adoptRecord takes b's record as stored.
+func (c *Coordinator) adoptRecord(ctx context.Context, b *messages.Batch) error {
+	e, err := c.ckpts.Get(ctx, messages.CheckpointKey(b.ExecutionID, b.OpID))
+	if err != nil {
+		return fmt.Errorf("coordinator: batch %s.%s: read its record: %w", b.ExecutionID, b.OpID, err)
+	}
+	cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+	if err != nil {
+		return fmt.Errorf("coordinator: batch %s.%s: %w", b.ExecutionID, b.OpID, err)
+	}
+	b.Record = cp
+	c.recordStored(b, e.Revision)
+	return nil
+}
+
+// recordStored notes the revision of b's record, where b keeps it and in the records its tasks
+// carry.
+func (c *Coordinator) recordStored(b *messages.Batch, rev uint64) {
+	b.RecordRev = rev
+	b.Prior = slices.Clone(b.Prior) // the request's own stays as it came
+	for i, p := range b.Prior {
+		if p.Checkpoint != nil && p.Checkpoint.OpID == b.OpID {
+			b.Prior[i] = messages.Prior{Checkpoint: b.Record, Revision: rev}
+		}
+	}
 }
 
 // reopenBatch handles a repeated request for a batch that exists: it dispatches its unfinished

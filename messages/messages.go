@@ -202,8 +202,10 @@ type ParallelRequest struct {
 	// ResumeTrace is the W3C traceparent under which the code resumed by the batch's completion
 	// is traced (the parent of the span of the invocation that opened it).
 	ResumeTrace string `msgpack:"rt,omitempty"`
-	// Checkpoint and Revision are the batch's record as stored when it was opened, so that the
-	// coordinator can complete it with a compare-and-set and no read. Optional.
+	// Checkpoint is the batch's record as opened (STARTED, with its config). With Revision 0 it is
+	// not stored yet: the coordinator creates it (if absent) with the batch's state, before any
+	// branch is dispatched. With a Revision it was stored by the opener, as earlier versions did.
+	// Either way the coordinator completes it with a compare-and-set and no read. Optional.
 	Checkpoint *Checkpoint `msgpack:"cp,omitempty"`
 	Revision   uint64      `msgpack:"rv,omitempty"`
 	// Prior are the records a replay to the batch meets (final ones, and the batch's own), when

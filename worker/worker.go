@@ -466,7 +466,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	// redelivery, a resume after a wait) it reads each of its operations' records as it reaches
 	// them. Anything else replays the handler over every stored checkpoint of the execution.
 	var loaded []engine.Loaded // nil: not read
-	verify := false
+	verify, first := false, false
 	switch {
 	case cached != nil:
 		verify = !task.Fresh || again
@@ -485,7 +485,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	case task.TaskID == messages.StartTaskID && !again:
 		// An execution's first run: nothing to replay, but check each operation's record before
 		// running it, in case a duplicate start ran before.
-		verify = true
+		verify, first = true, true
 	default:
 		if loaded, err = w.load(task.ExecutionID); err != nil {
 			var corrupt *corruptError
@@ -515,7 +515,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	began := time.Now()
 	defer func() { w.endSpan(span, task, began) }()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache, Listed: verify, DeferOutcome: true, Telemetry: w.tel}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: verify, FirstRun: first, DeferOutcome: true, Telemetry: w.tel}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)

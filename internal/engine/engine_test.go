@@ -84,3 +84,66 @@ func TestReplayReturnsCheckpointsWithoutRunning(t *testing.T) {
 		t.Fatalf("replay: %v, %d runs, %q vs %q", again.Kind, runs, again.Result, first.Result)
 	}
 }
+
+// countingStore counts reads and writes.
+type countingStore struct {
+	memStore
+	gets, writes int
+}
+
+func (s *countingStore) Get(ctx context.Context, key string) (kvstore.Entry, error) {
+	s.gets++
+	return s.memStore.Get(ctx, key)
+}
+
+func (s *countingStore) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	s.writes++
+	return s.memStore.Create(ctx, key, value)
+}
+
+// batchHandler opens a batch of two branches and returns how many succeeded.
+func batchHandler(ctx *Context, _ []byte) ([]byte, error) {
+	one := func(*Context) ([]byte, error) { return []byte{0x01}, nil }
+	out, err := ctx.Parallel(BatchSpec{Name: "b", Config: messages.BatchConfig{N: 2}, Branches: []BranchFunc{one, one}})
+	if err != nil {
+		return nil, err
+	}
+	return []byte{byte(out.Summary.Succeeded)}, nil
+}
+
+// The invocation that opens a batch does not store its record: the request carries it, unstored
+// (revision 0), for the coordinator to create with the batch's state. An execution's first run
+// does not read it first either.
+func TestOpeningABatchLeavesItsRecordToTheCoordinator(t *testing.T) {
+	store := &countingStore{memStore: memStore{m: map[string]kvstore.Entry{}}}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true, FirstRun: true}, nil).
+		Run(context.Background(), batchHandler, nil)
+	if out.Kind != Suspended || len(out.Parallels) != 1 {
+		t.Fatalf("outcome %v, %d requests", out.Kind, len(out.Parallels))
+	}
+	req := out.Parallels[0]
+	if req.Checkpoint == nil || req.Checkpoint.OpID != "1" || req.Checkpoint.Status != messages.OpStarted || req.Revision != 0 {
+		t.Fatalf("request carries %+v at revision %d", req.Checkpoint, req.Revision)
+	}
+	if store.gets != 0 || store.writes != 0 {
+		t.Fatalf("%d reads and %d writes; want none", store.gets, store.writes)
+	}
+}
+
+// An invocation that is not an execution's first run reads a batch's record before asking for
+// the batch: a completed one (here, as a resumed branch or a replay would meet it) returns its
+// outcome instead of asking again.
+func TestAReplayReadsTheBatchRecordBeforeAskingAgain(t *testing.T) {
+	store := &countingStore{memStore: memStore{m: map[string]kvstore.Entry{}}}
+	done := &messages.Checkpoint{OpID: "1", OpKind: messages.OpParallel, Name: "b", Status: messages.OpSucceeded,
+		Batch: &messages.BatchConfig{N: 2}, Summary: &messages.BatchSummary{Started: 2, Succeeded: 2, Done: []byte{3}}}
+	store.m[messages.CheckpointKey("x", "1")] = kvstore.Entry{Value: messages.MustEncode(done), Revision: 4}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true}, nil).
+		Run(context.Background(), batchHandler, nil)
+	if out.Kind != Completed || len(out.Result) != 1 || out.Result[0] != 2 {
+		t.Fatalf("outcome %v %v %v", out.Kind, out.Result, out.Error)
+	}
+	if store.gets == 0 {
+		t.Fatal("the batch's record was not read")
+	}
+}

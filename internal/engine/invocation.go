@@ -93,6 +93,7 @@ type Invocation struct {
 	path         []messages.BranchRef
 	cache        BranchCache
 	listed       bool
+	firstRun     bool
 	deferOutcome bool
 
 	mu        sync.Mutex
@@ -123,6 +124,10 @@ type Config struct {
 	// at all for a branch run again. Before an operation with no record runs for real, such an
 	// invocation reads that one record from the store.
 	Listed bool
+	// FirstRun says this is an execution's first invocation (its start task, delivered once). A
+	// batch it opens has no record unless a duplicate start opened it first, and the coordinator
+	// adopts that one: it reads none before asking for the batch.
+	FirstRun bool
 	// DeferOutcome leaves a finished branch's outcome record to the caller (Outcome.Record), who
 	// can write it without waiting, instead of writing it before the invocation ends.
 	DeferOutcome bool
@@ -148,6 +153,7 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 		path:         cfg.Path,
 		cache:        cfg.Cache,
 		listed:       cfg.Listed,
+		firstRun:     cfg.FirstRun,
 		deferOutcome: cfg.DeferOutcome,
 		tel:          cfg.Telemetry,
 		records:      make(map[string]*record, len(checkpoints)),
@@ -332,10 +338,12 @@ func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name s
 	if err != nil {
 		return nil, err
 	}
-	// A batch this invocation opens is created if absent: a record another invocation stored
-	// first is adopted then (and checked like this one), so it need not be read first.
+	// A batch an execution's first invocation opens has no record unless a duplicate start
+	// opened it, and the coordinator adopts that record: it need not be read first. Any other
+	// invocation may be replaying past a batch that exists (a branch resumed after the batch it
+	// opened): it reads the record.
 	opens := kind == messages.OpParallel && c.depth >= len(inv.path)
-	if r == nil && inv.listed && !opens {
+	if r == nil && inv.listed && !(opens && inv.firstRun) {
 		if r = inv.reload(op); r != nil {
 			return inv.visit(c, op, kind, name)
 		}

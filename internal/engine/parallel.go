@@ -102,24 +102,16 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 		inv.runBranch(c, op, target.Index, cached)
 	}
 	if r == nil {
+		// The batch's record is not written here: the request carries it, and the coordinator
+		// creates it together with the batch's state, before any branch runs (one round trip
+		// where there were two in a row). Revision 0 says it is not stored yet.
 		cfg := spec.Config
-		mine := &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpStarted,
-			Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: inv.now().UnixNano()}
-		if r = inv.commit(mine, nil); r.cp != mine {
-			// Another invocation (a duplicate start) recorded the batch first: check what it
-			// recorded as a replay would.
-			if r, err = inv.visit(c, op, messages.OpParallel, spec.Name); err != nil {
-				return nil, err
-			}
-			inv.checkSize(r, op, spec.Config.N)
-		}
-		if r.cp.Status.Terminal() {
-			return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op}, nil
-		}
+		r = inv.remember(&record{cp: &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name,
+			Status: messages.OpStarted, Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: inv.now().UnixNano()}})
 	}
 	inv.cache.Put(BatchKey(inv.execID, op), cached)
-	// The request carries the batch's record and revision, so that the coordinator completes it
-	// with one compare-and-set and no read.
+	// The request carries the batch's record (and its revision once stored), so that the
+	// coordinator completes it with one compare-and-set and no read.
 	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev,
 		Prior: inv.prior(r, spec.Config.N)})
 	return nil, nil // not reached

@@ -318,7 +318,22 @@ func branchTask(b *messages.Batch, i int) *messages.RunTask {
 func (w *world) openBatch(e lifecycle.OpenBatch) {
 	key := e.ExecutionID + "." + e.Request.OpID + ".batch"
 	b, d := batch.Open(e.ExecutionID, e.Function, e.Request)
-	if w.write(key, messages.MustEncode(b), 0) {
+	// A record the opener left unstored is created together with the batch's state (at once, so
+	// in either order here); both are stored before anything is dispatched.
+	record := func() {
+		if cp := e.Request.Checkpoint; cp != nil && e.Request.Revision == 0 {
+			w.write(messages.CheckpointKey(e.ExecutionID, e.Request.OpID), messages.MustEncode(cp), 0) // stored before: it stands
+		}
+	}
+	recordFirst := w.rng.IntN(2) == 0
+	if recordFirst {
+		record()
+	}
+	created := w.write(key, messages.MustEncode(b), 0)
+	if !recordFirst {
+		record()
+	}
+	if created {
 		w.carryOut(b, d)
 		return
 	}
@@ -430,11 +445,10 @@ func (w *world) workerTask(m *msg, p *plan) bool {
 	if len(t.Path) == 0 { // the handler
 		switch {
 		case pcp == nil:
+			// The batch's record is left to the coordinator: the request carries it unstored.
 			cfg := ep.cfg
-			if !w.write(pkey, messages.MustEncode(&messages.Checkpoint{OpID: "1", OpKind: messages.OpParallel, Status: messages.OpStarted, Batch: &cfg}), 0) {
-				return false
-			}
-			fallthrough
+			record := &messages.Checkpoint{OpID: "1", OpKind: messages.OpParallel, Status: messages.OpStarted, Batch: &cfg}
+			end(&messages.InvocationEnded{Outcome: messages.OutcomeSuspended, Parallels: []messages.ParallelRequest{{OpID: "1", Config: ep.cfg, Checkpoint: record}}})
 		case !pcp.Status.Terminal():
 			end(&messages.InvocationEnded{Outcome: messages.OutcomeSuspended, Parallels: []messages.ParallelRequest{{OpID: "1", Config: ep.cfg}}})
 		default:
