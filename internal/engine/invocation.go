@@ -342,8 +342,8 @@ func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name s
 	// opened it, and the coordinator adopts that record: it need not be read first. Any other
 	// invocation may be replaying past a batch that exists (a branch resumed after the batch it
 	// opened): it reads the record.
-	opens := kind == messages.OpParallel && c.depth >= len(inv.path)
-	if r == nil && inv.listed && !(opens && inv.firstRun) {
+	mayExist := kind != messages.OpParallel || c.depth < len(inv.path) || !inv.firstRun
+	if r == nil && inv.listed && mayExist {
 		if r = inv.reload(op); r != nil {
 			return inv.visit(c, op, kind, name)
 		}
