@@ -386,7 +386,7 @@ func (w *Worker) runner(ctx context.Context, msg jetstream.Msg) {
 const runnerIdle = 10 * time.Second
 
 // prefetch is how many tasks of a function a worker pulls ahead of the slots free to run them.
-const prefetch = 256
+const prefetch = 64
 
 func (w *Worker) handle(msg jetstream.Msg) {
 	task, err := messages.DecodeAs[*messages.RunTask](msg.Data())
