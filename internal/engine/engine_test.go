@@ -147,3 +147,20 @@ func TestAReplayReadsTheBatchRecordBeforeAskingAgain(t *testing.T) {
 		t.Fatal("the batch's record was not read")
 	}
 }
+
+// BenchmarkBranchRun runs one branch of a batch the worker knows (a one-step branch, its outcome
+// left to the caller): the engine's share of every branch of a wide Parallel.
+func BenchmarkBranchRun(b *testing.B) {
+	step := func(ctx *Context) ([]byte, error) {
+		return ctx.Step("work", StepOptions{}, func(*StepContext) ([]byte, error) { return []byte("0123456789abcdefghij"), nil })
+	}
+	cached := &CachedBatch{Branches: []BranchFunc{step, step}, Names: []string{"a", "b"}}
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	for b.Loop() {
+		inv := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, DeferOutcome: true,
+			Path: []messages.BranchRef{{OpID: "1", Index: 1}}}, nil)
+		if out := inv.RunCached(context.Background(), cached); out.Kind != BranchDone || out.Record == nil {
+			b.Fatalf("outcome %v", out.Kind)
+		}
+	}
+}
