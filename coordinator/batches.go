@@ -60,7 +60,7 @@ func again(t *messages.RunTask) *messages.RunTask {
 
 // openBatch starts a batch's first branches, or, if it was opened before, dispatches its
 // unfinished branches again (deduplicated) in case a crash lost them.
-func (c *Coordinator) openBatch(ctx context.Context, cache *batchCache, eff lifecycle.OpenBatch) error {
+func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch], eff lifecycle.OpenBatch) error {
 	key := batchKey(eff.ExecutionID, eff.Request.OpID)
 	// Stored before the first dispatch, so that no branch outcome arrives before its batch. A
 	// crash between the two is mended by reopen: a repeated request re-dispatches.
@@ -125,7 +125,7 @@ func (c *Coordinator) createRecord(ctx context.Context, b *messages.Batch) (jets
 		return nil, c.adoptRecord(ctx, b)
 	}
 	if err == nil {
-		c.recordStored(b, rev)
+		recordStored(b, rev)
 	}
 	return nil, err
 }
@@ -136,7 +136,7 @@ func (c *Coordinator) settleRecord(ctx context.Context, b *messages.Batch, f jet
 	rev, err := awaitPubAck(ctx, f)
 	switch {
 	case err == nil:
-		c.recordStored(b, rev)
+		recordStored(b, rev)
 		return nil
 	case kvstore.IsConflict(err):
 		return c.adoptRecord(ctx, b)
@@ -155,13 +155,13 @@ func (c *Coordinator) adoptRecord(ctx context.Context, b *messages.Batch) error 
 		return fmt.Errorf("coordinator: batch %s.%s: %w", b.ExecutionID, b.OpID, err)
 	}
 	b.Record = cp
-	c.recordStored(b, e.Revision)
+	recordStored(b, e.Revision)
 	return nil
 }
 
 // recordStored notes the revision of b's record, where b keeps it and in the records its tasks
 // carry.
-func (c *Coordinator) recordStored(b *messages.Batch, rev uint64) {
+func recordStored(b *messages.Batch, rev uint64) {
 	b.RecordRev = rev
 	b.Prior = slices.Clone(b.Prior) // the request's own stays as it came
 	for i, p := range b.Prior {
@@ -533,7 +533,7 @@ func (c *Coordinator) keepOutcome(kept []messages.Prior, msg jetstream.Msg, valu
 }
 
 func (c *Coordinator) loadBatch(ctx context.Context, part *partition, key string) (*cachedBatch, error) {
-	if cb := part.batches.get(key); cb != nil {
+	if cb, ok := part.batches.get(key); ok {
 		return cb, nil
 	}
 	e, err := c.batches.Get(ctx, key)
@@ -588,47 +588,6 @@ type cachedBatch struct {
 // maxCarriedOutcomeBytes bounds the outcome records a resume task carries.
 const maxCarriedOutcomeBytes = 16 << 10
 
-// batchCache holds the state of running batches, so that the branch loop never reads a batch the
-// event loop opened, and reads any other once. Bounded: past maxCachedBatches an arbitrary entry
-// goes (it is read again from KV when needed).
-type batchCache struct {
-	mu sync.Mutex
-	m  map[string]*cachedBatch
-}
-
+// maxCachedBatches bounds a partition's cache of running batches: the branch loop never reads a
+// batch the event loop opened, and reads any other once (again once it was evicted).
 const maxCachedBatches = 10_000
-
-func newBatchCache() *batchCache { return &batchCache{m: map[string]*cachedBatch{}} }
-
-func (bc *batchCache) get(key string) *cachedBatch {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	return bc.m[key]
-}
-
-// each calls fn with every cached batch (fn must not use the cache).
-func (bc *batchCache) each(fn func(key string, b *messages.Batch)) {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	for k, cb := range bc.m {
-		fn(k, cb.state)
-	}
-}
-
-func (bc *batchCache) drop(key string) {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	delete(bc.m, key)
-}
-
-func (bc *batchCache) put(key string, cb *cachedBatch) {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	if _, ok := bc.m[key]; !ok && len(bc.m) >= maxCachedBatches {
-		for k := range bc.m {
-			delete(bc.m, k)
-			break
-		}
-	}
-	bc.m[key] = cb
-}

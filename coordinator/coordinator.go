@@ -207,7 +207,7 @@ func (c *Coordinator) runPartition(ctx context.Context, p int) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: branch outcome consumer: %w", err)
 	}
-	part := &partition{execs: newExecCache(), batches: newBatchCache(), stopped: recent.New(maxRememberedStops)}
+	part := &partition{execs: newBounded[cachedExec](maxCachedExecutions), batches: newBounded[*cachedBatch](maxCachedBatches), stopped: recent.New(maxRememberedStops)}
 	c.mu.Lock()
 	c.parts[p] = part
 	c.mu.Unlock()
@@ -267,9 +267,9 @@ var laneSeed = maphash.MakeSeed()
 // partition is what a coordinator keeps about one partition while it drives it; born empty when
 // the partition is taken.
 type partition struct {
-	execs   *execCache  // execution states, for the event loop only
-	batches *batchCache // running batches: opened by the event loop, folded by the branch loop
-	stopped *recent.Set // executions seen cancelled or timed out: their batches dispatch nothing more
+	execs   *bounded[cachedExec]   // execution states, for the event loop only
+	batches *bounded[*cachedBatch] // running batches: opened by the event loop, folded by the branch loop
+	stopped *recent.Set            // executions seen cancelled or timed out: their batches dispatch nothing more
 }
 
 // Stop stops consuming and waits, at most until ctx ends, for the event in hand to be finished.
@@ -390,7 +390,7 @@ func eventExecution(ev messages.Message) (string, error) {
 // and carries out the effects with do. A new execution's state is written while its first effects
 // are carried out (both are needed before the ack, in either order: Decide recreates whichever a
 // crash lost); a change is written first, then the effects.
-func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev messages.Message, do func([]lifecycle.Effect) error) error {
+func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id string, ev messages.Message, do func([]lifecycle.Effect) error) error {
 	for {
 		state, rev, err := c.loadExecution(ctx, cache, id)
 		if err != nil {
@@ -434,7 +434,7 @@ func (c *Coordinator) apply(ctx context.Context, cache *execCache, id string, ev
 		if next.Status.Terminal() {
 			cache.drop(id) // nothing more will change it
 		} else {
-			cache.put(id, next, newRev)
+			cache.put(id, cachedExec{x: next, rev: newRev})
 		}
 		if !done {
 			if err := do(effects); err != nil {
@@ -480,9 +480,9 @@ func awaitPubAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) 
 
 // loadExecution returns the execution's state and revision (nil, 0 if it has none): from the
 // partition's cache when this coordinator wrote it last, else from the store.
-func (c *Coordinator) loadExecution(ctx context.Context, cache *execCache, id string) (*messages.Execution, uint64, error) {
-	if x, rev, ok := cache.get(id); ok {
-		return x, rev, nil
+func (c *Coordinator) loadExecution(ctx context.Context, cache *bounded[cachedExec], id string) (*messages.Execution, uint64, error) {
+	if e, ok := cache.get(id); ok {
+		return e.x, e.rev, nil
 	}
 	e, err := c.execs.Get(ctx, id)
 	switch {
@@ -498,47 +498,15 @@ func (c *Coordinator) loadExecution(ctx context.Context, cache *execCache, id st
 	return x, e.Revision, nil
 }
 
-// execCache holds the state of running executions of one partition, as this coordinator last
-// stored it, so that an event costs no read. Only the partition's event lanes use it (an
-// execution's events are all in one lane); it is born empty when the partition is taken. Bounded: past maxCachedExecutions an arbitrary entry goes.
-type execCache struct {
-	mu sync.Mutex
-	m  map[string]cachedExec
-}
-
+// cachedExec is an execution's state as this coordinator last stored it, with its revision: an
+// event costs no read. Only the partition's event lanes use these (an execution's events are
+// all in one lane).
 type cachedExec struct {
 	x   *messages.Execution
 	rev uint64
 }
 
 const maxCachedExecutions = 10_000
-
-func newExecCache() *execCache { return &execCache{m: map[string]cachedExec{}} }
-
-func (ec *execCache) get(id string) (*messages.Execution, uint64, bool) {
-	ec.mu.Lock()
-	defer ec.mu.Unlock()
-	e, ok := ec.m[id]
-	return e.x, e.rev, ok
-}
-
-func (ec *execCache) put(id string, x *messages.Execution, rev uint64) {
-	ec.mu.Lock()
-	defer ec.mu.Unlock()
-	if _, ok := ec.m[id]; !ok && len(ec.m) >= maxCachedExecutions {
-		for k := range ec.m {
-			delete(ec.m, k)
-			break
-		}
-	}
-	ec.m[id] = cachedExec{x: x, rev: rev}
-}
-
-func (ec *execCache) drop(id string) {
-	ec.mu.Lock()
-	defer ec.mu.Unlock()
-	delete(ec.m, id)
-}
 
 func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecycle.Effect) error {
 	switch eff := eff.(type) {

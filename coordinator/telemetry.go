@@ -147,7 +147,8 @@ func (c *Coordinator) observeInFlight() error {
 			}
 			c.mu.Unlock()
 			for _, p := range parts {
-				p.batches.each(func(key string, b *messages.Batch) {
+				p.batches.each(func(key string, cb *cachedBatch) {
+					b := cb.state
 					o.Observe(int64(b.Next-b.Succeeded-b.Failed), metric.WithAttributes(telemetry.KeyBatch.String(key),
 						telemetry.KeyFunction.String(b.Function), attribute.Int("jetflow.batch.max_concurrency", b.Config.MaxConcurrency)))
 				})

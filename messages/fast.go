@@ -33,26 +33,12 @@ func decodeFast(kind Kind, data []byte) (m Message, ok bool) {
 }
 
 func (t *RunTask) read(r *reader) error {
-	n, err := r.mapLen()
-	if err != nil {
-		return err
-	}
-	var keys keySet
-	for range max(n, 0) {
-		key, err := r.raw()
-		if err != nil {
-			return err
-		}
-		if keys.repeated(key) {
-			return errSlowPath
-		}
+	_, err := r.readMap(func(key []byte) (err error) {
 		switch string(key) {
 		case "v":
 			t.Version, err = r.uint8()
 		case "k":
-			var k uint8
-			k, err = r.uint8()
-			t.Kind = Kind(k)
+			err = setU8(r, &t.Kind)
 		case "id":
 			t.ExecutionID, err = r.str()
 		case "fn":
@@ -60,233 +46,90 @@ func (t *RunTask) read(r *reader) error {
 		case "t":
 			t.TaskID, err = r.str()
 		case "p":
-			t.Path, err = readPath(r)
+			t.Path, err = readArray(r, func(ref *BranchRef) error { return ref.read(r) })
 		case "fr":
 			t.Fresh, err = r.bool()
 		case "in":
 			t.Input, err = r.bytes()
 		case "pr":
-			t.Prior, err = readPrior(r)
+			t.Prior, err = readArray(r, func(p *Prior) error { return p.read(r) })
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
+	return err
 }
 
-func readPath(r *reader) ([]BranchRef, error) {
-	n, err := r.arrayLen()
-	if err != nil || n < 0 {
-		return nil, err
-	}
-	path := make([]BranchRef, n)
-	for i := range path {
-		m, err := r.mapLen()
-		if err != nil {
-			return nil, err
+func (b *BranchRef) read(r *reader) error {
+	_, err := r.readMap(func(key []byte) (err error) {
+		switch string(key) {
+		case "op":
+			b.OpID, err = r.str()
+		case "i":
+			err = setInt(r, &b.Index)
+		default:
+			err = r.skip()
 		}
-		var keys keySet
-		for range max(m, 0) {
-			key, err := r.raw()
-			if err != nil {
-				return nil, err
-			}
-			if keys.repeated(key) {
-				return nil, errSlowPath
-			}
-			switch string(key) {
-			case "op":
-				path[i].OpID, err = r.str()
-			case "i":
-				var v int64
-				v, err = r.int()
-				path[i].Index = int(v)
-			default:
-				err = r.skip()
-			}
-			if err != nil {
-				return nil, err
-			}
-		}
-	}
-	return path, nil
+		return err
+	})
+	return err
 }
 
-func readPrior(r *reader) ([]Prior, error) {
-	n, err := r.arrayLen()
-	if err != nil || n < 0 {
-		return nil, err
-	}
-	prior := make([]Prior, n)
-	for i := range prior {
-		m, err := r.mapLen()
-		if err != nil {
-			return nil, err
+func (p *Prior) read(r *reader) error {
+	_, err := r.readMap(func(key []byte) (err error) {
+		switch string(key) {
+		case "c":
+			p.Checkpoint, err = readCheckpoint(r)
+		case "r":
+			err = setInt(r, &p.Revision)
+		default:
+			err = r.skip()
 		}
-		var keys keySet
-		for range max(m, 0) {
-			key, err := r.raw()
-			if err != nil {
-				return nil, err
-			}
-			if keys.repeated(key) {
-				return nil, errSlowPath
-			}
-			switch string(key) {
-			case "c":
-				prior[i].Checkpoint, err = readCheckpointPtr(r)
-			case "r":
-				var v int64
-				v, err = r.int()
-				prior[i].Revision = uint64(v)
-			default:
-				err = r.skip()
-			}
-			if err != nil {
-				return nil, err
-			}
-		}
-	}
-	return prior, nil
+		return err
+	})
+	return err
 }
 
-// readCheckpointPtr reads a checkpoint, or nil.
-func readCheckpointPtr(r *reader) (*Checkpoint, error) {
-	if c, err := r.peek(); err != nil {
+// readCheckpoint reads a checkpoint, or nil. Checkpoints nest (the records inside a branch's
+// outcome, the records a task carries): the nesting is bounded as skip bounds it.
+func readCheckpoint(r *reader) (*Checkpoint, error) {
+	if c, err := r.peek(); err != nil || c == 0xc0 {
+		if err == nil {
+			r.i++
+		}
 		return nil, err
-	} else if c == 0xc0 {
-		r.i++
-		return nil, nil
 	}
+	if r.depth >= maxDepth {
+		return nil, errDepth
+	}
+	r.depth++
+	defer func() { r.depth-- }()
 	c := new(Checkpoint)
 	return c, c.read(r)
 }
 
-func readBatchConfig(r *reader) (*BatchConfig, error) {
-	n, err := r.mapLen()
-	if err != nil || n < 0 {
-		return nil, err
-	}
-	var keys keySet
-	c := new(BatchConfig)
-	for range n {
-		key, err := r.raw()
-		if err != nil {
-			return nil, err
-		}
-		if keys.repeated(key) {
-			return nil, errSlowPath
-		}
-		var v int64
-		switch string(key) {
-		case "n":
-			v, err = r.int()
-			c.N = int(v)
-		case "mc":
-			v, err = r.int()
-			c.MaxConcurrency = int(v)
-		case "ms":
-			c.MinSuccessful, err = r.intPtr()
-		case "tc":
-			c.ToleratedFailureCount, err = r.intPtr()
-		case "tp":
-			c.ToleratedFailurePercentage, err = r.float64Ptr()
-		default:
-			err = r.skip()
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-func readSummary(r *reader) (*BatchSummary, error) {
-	n, err := r.mapLen()
-	if err != nil || n < 0 {
-		return nil, err
-	}
-	var keys keySet
-	s := new(BatchSummary)
-	for range n {
-		key, err := r.raw()
-		if err != nil {
-			return nil, err
-		}
-		if keys.repeated(key) {
-			return nil, errSlowPath
-		}
-		var v int64
-		var u uint8
-		switch string(key) {
-		case "rs":
-			u, err = r.uint8()
-			s.Reason = CompletionReason(u)
-		case "sn":
-			v, err = r.int()
-			s.Started = int(v)
-		case "s":
-			v, err = r.int()
-			s.Succeeded = int(v)
-		case "f":
-			v, err = r.int()
-			s.Failed = int(v)
-		case "d":
-			s.Done, err = r.bytes()
-		case "fb":
-			s.FailedBits, err = r.bytes()
-		default:
-			err = r.skip()
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}
-
 func (c *Checkpoint) read(r *reader) error {
-	n, err := r.mapLen()
-	if err != nil {
-		return err
-	}
-	var keys keySet
-	for range max(n, 0) {
-		key, err := r.raw()
-		if err != nil {
-			return err
-		}
-		if keys.repeated(key) {
-			return errSlowPath
-		}
-		var u uint8
-		var v int64
+	_, err := r.readMap(func(key []byte) (err error) {
 		switch string(key) {
 		case "v":
 			c.Version, err = r.uint8()
 		case "k":
-			u, err = r.uint8()
-			c.Kind = Kind(u)
+			err = setU8(r, &c.Kind)
 		case "op":
 			c.OpID, err = r.str()
 		case "ok":
-			u, err = r.uint8()
-			c.OpKind = OpKind(u)
+			err = setU8(r, &c.OpKind)
 		case "n":
 			c.Name, err = r.str()
 		case "st":
-			u, err = r.uint8()
-			c.Status = OpStatus(u)
+			err = setU8(r, &c.Status)
 		case "r":
 			c.Result, err = r.bytes()
 		case "e":
-			c.Error, err = readError(r)
+			c.Error, err = readStruct(r, (*ErrorInfo).read)
 		case "a":
-			v, err = r.int()
-			c.Attempt = int(v)
+			err = setInt(r, &c.Attempt)
 		case "fa":
 			c.FireAt, err = r.int()
 		case "fd":
@@ -296,71 +139,113 @@ func (c *Checkpoint) read(r *reader) error {
 		case "ea":
 			c.EndedAt, err = r.int()
 		case "bc":
-			c.Batch, err = readBatchConfig(r)
+			c.Batch, err = readStruct(r, (*BatchConfig).read)
 		case "bs":
-			c.Summary, err = readSummary(r)
+			c.Summary, err = readStruct(r, (*BatchSummary).read)
 		case "mp":
 			c.IsMap, err = r.bool()
 		case "fl":
 			c.Flat, err = r.bool()
 		case "in":
-			c.Inner, err = readInner(r)
+			c.Inner, err = readArray(r, func(in **Checkpoint) (err error) { *in, err = readCheckpoint(r); return err })
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
+	return err
 }
 
-func readError(r *reader) (*ErrorInfo, error) {
-	n, err := r.mapLen()
-	if err != nil || n < 0 {
+func (e *ErrorInfo) read(r *reader, key []byte) (err error) {
+	switch string(key) {
+	case "t":
+		e.Type, err = r.str()
+	case "m":
+		e.Message, err = r.str()
+	case "d":
+		e.Data, err = r.bytes()
+	case "s":
+		e.FromStep, err = r.bool()
+	default:
+		err = r.skip()
+	}
+	return err
+}
+
+func (c *BatchConfig) read(r *reader, key []byte) (err error) {
+	switch string(key) {
+	case "n":
+		err = setInt(r, &c.N)
+	case "mc":
+		err = setInt(r, &c.MaxConcurrency)
+	case "ms":
+		c.MinSuccessful, err = r.intPtr()
+	case "tc":
+		c.ToleratedFailureCount, err = r.intPtr()
+	case "tp":
+		c.ToleratedFailurePercentage, err = r.float64Ptr()
+	default:
+		err = r.skip()
+	}
+	return err
+}
+
+func (s *BatchSummary) read(r *reader, key []byte) (err error) {
+	switch string(key) {
+	case "rs":
+		err = setU8(r, &s.Reason)
+	case "sn":
+		err = setInt(r, &s.Started)
+	case "s":
+		err = setInt(r, &s.Succeeded)
+	case "f":
+		err = setInt(r, &s.Failed)
+	case "d":
+		s.Done, err = r.bytes()
+	case "fb":
+		s.FailedBits, err = r.bytes()
+	default:
+		err = r.skip()
+	}
+	return err
+}
+
+// readStruct reads a map into a new T, field by field; nil for nil.
+func readStruct[T any](r *reader, field func(*T, *reader, []byte) error) (*T, error) {
+	v := new(T)
+	present, err := r.readMap(func(key []byte) error { return field(v, r, key) })
+	if !present || err != nil {
 		return nil, err
 	}
-	var keys keySet
-	e := new(ErrorInfo)
-	for range n {
-		key, err := r.raw()
-		if err != nil {
-			return nil, err
-		}
-		if keys.repeated(key) {
-			return nil, errSlowPath
-		}
-		switch string(key) {
-		case "t":
-			e.Type, err = r.str()
-		case "m":
-			e.Message, err = r.str()
-		case "d":
-			e.Data, err = r.bytes()
-		case "s":
-			e.FromStep, err = r.bool()
-		default:
-			err = r.skip()
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return e, nil
+	return v, nil
 }
 
-func readInner(r *reader) ([]*Checkpoint, error) {
+// readArray reads an array, each element with elem; nil for nil.
+func readArray[T any](r *reader, elem func(*T) error) ([]T, error) {
 	n, err := r.arrayLen()
 	if err != nil || n < 0 {
 		return nil, err
 	}
-	inner := make([]*Checkpoint, n)
-	for i := range inner {
-		if inner[i], err = readCheckpointPtr(r); err != nil {
+	out := make([]T, n)
+	for i := range out {
+		if err := elem(&out[i]); err != nil {
 			return nil, err
 		}
 	}
-	return inner, nil
+	return out, nil
+}
+
+// setU8 and setInt read a value into a field of a uint8 or an integer type.
+func setU8[T ~uint8](r *reader, v *T) error {
+	u, err := r.uint8()
+	*v = T(u)
+	return err
+}
+
+func setInt[T ~int | ~int64 | ~uint64](r *reader, v *T) error {
+	i, err := r.int()
+	*v = T(i)
+	return err
 }
 
 // OutcomeHead is what the coordinator needs of a branch outcome record.
@@ -373,45 +258,68 @@ type OutcomeHead struct {
 // and the records inside), checking its header as Decode does.
 func PeekOutcome(data []byte) (OutcomeHead, error) {
 	var h OutcomeHead
+	var version uint8
+	var kind Kind
 	r := &reader{b: data}
-	n, err := r.mapLen()
-	if err != nil {
-		return h, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	var version, kind uint8
-	for range max(n, 0) {
-		key, err := r.raw()
-		if err != nil {
-			return h, fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		var v uint8
+	_, err := r.eachKey(func(key []byte) (err error) {
 		switch string(key) {
 		case "v":
 			version, err = r.uint8()
 		case "k":
-			kind, err = r.uint8()
+			err = setU8(r, &kind)
 		case "ok":
-			v, err = r.uint8()
-			h.OpKind = OpKind(v)
+			err = setU8(r, &h.OpKind)
 		case "st":
-			v, err = r.uint8()
-			h.Status = OpStatus(v)
+			err = setU8(r, &h.Status)
 		default:
 			err = r.skip()
 		}
 		if err != nil {
-			return h, fmt.Errorf("%w: %s: %v", ErrMalformed, key, err)
+			return fmt.Errorf("%s: %w", key, err)
 		}
-	}
+		return nil
+	})
 	switch {
+	case err != nil:
+		return h, fmt.Errorf("%w: %v", ErrMalformed, err)
 	case version == 0:
 		return h, fmt.Errorf("%w: no version", ErrMalformed)
 	case version > ProtocolVersion:
 		return h, fmt.Errorf("%w: %d (this build speaks up to %d)", ErrUnsupportedVersion, version, ProtocolVersion)
-	case Kind(kind) != KindCheckpoint:
-		return h, fmt.Errorf("%w: %s, want %s", ErrWrongKind, Kind(kind), KindCheckpoint)
+	case kind != KindCheckpoint:
+		return h, fmt.Errorf("%w: %s, want %s", ErrWrongKind, kind, KindCheckpoint)
 	}
 	return h, nil
+}
+
+// eachKey reads a map, handing each key to field, which reads its value; present is false for
+// nil.
+func (r *reader) eachKey(field func(key []byte) error) (present bool, err error) {
+	n, err := r.mapLen()
+	if err != nil || n < 0 {
+		return false, err
+	}
+	for range n {
+		key, err := r.raw()
+		if err != nil {
+			return true, err
+		}
+		if err := field(key); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// readMap is eachKey for a record: a key that comes twice sends the message the generic way.
+func (r *reader) readMap(field func(key []byte) error) (present bool, err error) {
+	var keys keySet
+	return r.eachKey(func(key []byte) error {
+		if keys.repeated(key) {
+			return errSlowPath
+		}
+		return field(key)
+	})
 }
 
 // keySet notices a key that comes twice in one map. The generic decoder decodes the second value

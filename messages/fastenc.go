@@ -190,25 +190,20 @@ func appendHeader(b []byte, h Header) []byte {
 // The msgpack primitives, in the widths msgpack/v5 chooses without its compact-ints option:
 // an int the narrowest that holds it, a uint8 and an int64 their full width.
 
-func appendMapLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x80|byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(b, 0xde), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint32(append(b, 0xdf), uint32(n))
-	}
-}
+func appendMapLen(b []byte, n int) []byte { return appendCount(b, n, 0x80, 0xde) }
 
-func appendArrayLen(b []byte, n int) []byte {
+func appendArrayLen(b []byte, n int) []byte { return appendCount(b, n, 0x90, 0xdc) }
+
+// appendCount writes the header of a map (fix codes 0x8_, then 0xde, 0xdf) or of an array (0x9_,
+// then 0xdc, 0xdd) of n entries.
+func appendCount(b []byte, n int, fix, c16 byte) []byte {
 	switch {
 	case n < 16:
-		return append(b, 0x90|byte(n))
+		return append(b, fix|byte(n))
 	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(b, 0xdc), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, c16), uint16(n))
 	default:
-		return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
+		return binary.BigEndian.AppendUint32(append(b, c16+1), uint32(n))
 	}
 }
 

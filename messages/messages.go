@@ -513,14 +513,15 @@ func MustEncode(m Message) []byte {
 
 // Decode decodes any message, switching on its kind.
 func Decode(data []byte) (Message, error) {
-	// msgpack/v5 allocates a slice as long as the length a message claims, however short the
-	// message: a hostile one could take the process down. Every length is checked first.
-	if err := CheckWellFormed(data); err != nil {
-		return nil, err
-	}
+	// The hand-written readers check every length they meet. msgpack/v5 does not: it allocates a
+	// slice as long as the length a message claims, however short the message, so a hostile one
+	// could take the process down. Before anything goes to it, every length is checked.
 	h, ok := peekHeader(data)
 	if !ok {
 		// Not in the order this package writes (another encoder, say): read the header the long way.
+		if err := CheckWellFormed(data); err != nil {
+			return nil, err
+		}
 		if err := msgpack.Unmarshal(data, &h); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
@@ -533,6 +534,9 @@ func Decode(data []byte) (Message, error) {
 	}
 	if m, ok := decodeFast(h.Kind, data); ok {
 		return m, nil
+	}
+	if err := CheckWellFormed(data); err != nil {
+		return nil, err
 	}
 	var m Message
 	switch h.Kind {

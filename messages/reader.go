@@ -66,60 +66,36 @@ func (r *reader) length(n int) (int, error) {
 	}
 }
 
-// mapLen reads a map header; -1 for nil.
-// mapLen reads a map header; -1 for nil. A length the rest of the data cannot hold (every
-// element takes a byte at least) is refused before anything is allocated for it.
-func (r *reader) mapLen() (int, error) {
-	n, err := r.mapLenRaw()
+// mapLen reads a map header: how many entries, or -1 for nil.
+func (r *reader) mapLen() (int, error) { return r.count(0x80, 0xde) }
+
+// arrayLen reads an array header: how many elements, or -1 for nil.
+func (r *reader) arrayLen() (int, error) { return r.count(0x90, 0xdc) }
+
+// count reads the header of a map (fix codes 0x8_, then 0xde, 0xdf) or of an array (0x9_, then
+// 0xdc, 0xdd). A count the rest of the data cannot hold (each entry takes a byte at least) is
+// refused before anything is allocated for it.
+func (r *reader) count(fix, c16 byte) (int, error) {
+	c, err := r.code()
+	n := 0
+	switch {
+	case err != nil:
+		return 0, err
+	case c&0xf0 == fix:
+		n = int(c & 0x0f)
+	case c == c16:
+		n, err = r.length(2)
+	case c == c16+1:
+		n, err = r.length(4)
+	case c == 0xc0:
+		return -1, nil
+	default:
+		return 0, errType
+	}
 	if err == nil && n > len(r.b)-r.i {
 		return 0, errShort
 	}
 	return n, err
-}
-
-func (r *reader) mapLenRaw() (int, error) {
-	c, err := r.code()
-	switch {
-	case err != nil:
-		return 0, err
-	case c >= 0x80 && c <= 0x8f:
-		return int(c & 0x0f), nil
-	case c == 0xde:
-		return r.length(2)
-	case c == 0xdf:
-		return r.length(4)
-	case c == 0xc0:
-		return -1, nil
-	}
-	return 0, errType
-}
-
-// arrayLen reads an array header; -1 for nil.
-// arrayLen reads a array header; -1 for nil. A length the rest of the data cannot hold (every
-// element takes a byte at least) is refused before anything is allocated for it.
-func (r *reader) arrayLen() (int, error) {
-	n, err := r.arrayLenRaw()
-	if err == nil && n > len(r.b)-r.i {
-		return 0, errShort
-	}
-	return n, err
-}
-
-func (r *reader) arrayLenRaw() (int, error) {
-	c, err := r.code()
-	switch {
-	case err != nil:
-		return 0, err
-	case c >= 0x90 && c <= 0x9f:
-		return int(c & 0x0f), nil
-	case c == 0xdc:
-		return r.length(2)
-	case c == 0xdd:
-		return r.length(4)
-	case c == 0xc0:
-		return -1, nil
-	}
-	return 0, errType
 }
 
 // raw reads a string or binary value as bytes (nil for nil), not copied.
