@@ -415,7 +415,7 @@ func operationTree(cps []*messages.Checkpoint) []*Operation {
 	}
 	cps = append(cps, inner...)
 	for _, cp := range cps {
-		if cp.OpKind == messages.OpBranch { // "<op>.<index>.<partition>"
+		if cp.OpKind == messages.OpBranch { // "<op>.<index>.<partition>", or "<op>.<index>" inline
 			parts := strings.Split(cp.OpID, ".")
 			if len(parts) < 2 {
 				continue

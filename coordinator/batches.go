@@ -38,8 +38,8 @@ func batchKey(executionID, op string) string { return executionID + "." + op }
 
 // branchTask is the first dispatch of branch i of b.
 func branchTask(b *messages.Batch, i int) *messages.RunTask {
-	path := make([]messages.BranchRef, len(b.Path), len(b.Path)+1)
-	copy(path, b.Path)
+	path := make([]messages.BranchRef, 0, len(b.Path)+len(b.Via)+1)
+	path = append(append(path, b.Path...), b.Via...) // through the inline branches that opened it
 	path = append(path, messages.BranchRef{OpID: b.OpID, Index: i})
 	// A small batch's tasks carry what a replay to it needs (Prior, and the input): a worker that
 	// does not know the batch yet reads nothing.
@@ -95,6 +95,13 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 	switch {
 	case errors.Is(err, kvstore.ErrConflict):
 		c.spans.drop(key) // opened before: its span is the first opening's
+		if cb, ok := cache.get(key); ok && cb.trusted {
+			// This coordinator opened it and has published every task its stored state has in
+			// flight (the entry is trusted only after that): a stale or repeated request changes
+			// nothing, and dispatching again would run branches twice (their first tasks have
+			// no deduplication id).
+			return nil
+		}
 		return c.reopenBatch(ctx, key)
 	case err != nil:
 		c.spans.drop(key)
@@ -108,7 +115,11 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 		}
 		cache.put(key, cb)
 	}
-	return c.carryOutBatch(ctx, b, d)
+	if err := c.carryOutBatch(ctx, b, d); err != nil {
+		cache.drop(key) // its first tasks may be unpublished: a repeated request dispatches them
+		return err
+	}
+	return nil
 }
 
 // createRecord starts creating b's record (b.Record, not stored yet) without waiting; nil when it

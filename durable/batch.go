@@ -130,7 +130,7 @@ func branchFunc[O any](f func(Context) (O, error)) engine.BranchFunc {
 func runBatch[O any](c *engine.Context, name string, bo *batchOpts, isMap bool, fns []engine.BranchFunc, names []string) (BatchResult[O], error) {
 	cfg := bo.config(len(fns))
 	out, err := c.Parallel(engine.BatchSpec{Name: name, Config: cfg, IsMap: isMap, Flat: bo.nesting == NestingFlat,
-		Branches: fns, Names: names})
+		Branches: fns, Names: names, Placement: engine.Placement(bo.placement)})
 	if err != nil {
 		return BatchResult[O]{}, err
 	}

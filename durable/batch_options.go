@@ -16,6 +16,7 @@ type batchOpts struct {
 	namer          any // func(I, int) string
 	namerItemType  reflect.Type
 	nesting        NestingMode
+	placement      Placement
 }
 
 // CompletionConfig is a batch's completion policy. Nil fields are unset; the zero value is the
@@ -36,6 +37,26 @@ const (
 	// same; jetflow records one outcome per branch either way, as the event that counts it.
 	NestingFlat
 )
+
+// Placement says where a batch's branches run.
+type Placement int
+
+const (
+	// PlacementAuto (the default) runs a small batch — at most the worker's InlineBranches, 16
+	// unless configured — inline, and a larger one on the fleet.
+	PlacementAuto Placement = iota
+	// PlacementInline runs every branch on the worker that reaches the batch, inside its
+	// invocation: no task, no coordinator round trip, and the handler goes on without a replay.
+	// Each branch's outcome is still checkpointed as it finishes, and a crash resumes from there.
+	PlacementInline
+	// PlacementFleet dispatches every branch as a task of its own, so that the fleet's workers
+	// share them (long or heavy branches).
+	PlacementFleet
+)
+
+// WithPlacement says where the branches run. A batch keeps where its first run placed it (a
+// batch on the fleet has a record from its start; an inline one has none until it completes).
+func WithPlacement(p Placement) BatchOption { return func(o *batchOpts) { o.placement = p } }
 
 // WithMaxConcurrency caps the branches in flight at once across the whole fleet (n >= 1; unset =
 // unlimited, that is, the fleet's capacity).
@@ -108,6 +129,9 @@ func batchOptions(kind, name string, opts []BatchOption) (*batchOpts, error) {
 	if o.nesting != NestingNested && o.nesting != NestingFlat {
 		return nil, bad("unknown NestingMode %d", o.nesting)
 	}
+	if o.placement < PlacementAuto || o.placement > PlacementFleet {
+		return nil, bad("unknown Placement %d", o.placement)
+	}
 	return o, nil
 }
 
@@ -118,4 +142,16 @@ func (o *batchOpts) config(n int) messages.BatchConfig {
 		cfg.MaxConcurrency = *o.maxConcurrency
 	}
 	return cfg
+}
+
+func (p Placement) String() string {
+	switch p {
+	case PlacementAuto:
+		return "auto"
+	case PlacementInline:
+		return "inline"
+	case PlacementFleet:
+		return "fleet"
+	}
+	return fmt.Sprintf("Placement(%d)", int(p))
 }

@@ -24,9 +24,11 @@
 //
 // # Parallel and Map
 //
-// [Parallel] and [Map] run their branches across the whole fleet: a branch runs on some worker
-// by replaying the handler up to the batch (everything before it comes from checkpoints) and then
-// calling only that branch's function. So a branch function may capture the handler's local
+// [Parallel] and [Map] run a large batch's branches across the whole fleet: a branch runs on some
+// worker by replaying the handler up to the batch (everything before it comes from checkpoints)
+// and then calling only that branch's function. A small batch (16 branches or fewer, by default)
+// runs inline, on the worker that reaches it, with each branch's outcome checkpointed as it
+// finishes; [WithPlacement] chooses either way. So a branch function may capture the handler's local
 // variables — as long as those are computed deterministically, from the input or from durable
 // operations. A branch receives its own Context: call durable operations on it, never on the
 // handler's. When a batch completes early (a completion policy met), the branches still running

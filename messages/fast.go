@@ -184,6 +184,8 @@ func (c *BatchConfig) read(r *reader, key []byte) (err error) {
 		c.ToleratedFailureCount, err = r.intPtr()
 	case "tp":
 		c.ToleratedFailurePercentage, err = r.float64Ptr()
+	case "il":
+		c.Inline, err = r.bool()
 	default:
 		err = r.skip()
 	}

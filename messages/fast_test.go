@@ -107,7 +107,7 @@ func drawCheckpoint(t *rapid.T, depth int) *Checkpoint {
 		cp.Error = &ErrorInfo{Type: str.Draw(t, "et"), Message: str.Draw(t, "em"), Data: drawBytes(t, "ed"), FromStep: rapid.Bool().Draw(t, "es")}
 	}
 	if rapid.Bool().Draw(t, "batch") {
-		cp.Batch = &BatchConfig{N: small.Draw(t, "n"), MaxConcurrency: small.Draw(t, "mc")}
+		cp.Batch = &BatchConfig{N: small.Draw(t, "n"), MaxConcurrency: small.Draw(t, "mc"), Inline: rapid.Bool().Draw(t, "il")}
 		if rapid.Bool().Draw(t, "ms") {
 			v := small.Draw(t, "msv")
 			cp.Batch.MinSuccessful = &v

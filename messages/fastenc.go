@@ -138,7 +138,7 @@ func appendCheckpoint(b []byte, c *Checkpoint) []byte {
 func appendBatchConfig(b []byte, c *BatchConfig) []byte {
 	n := 1
 	for _, set := range [...]bool{c.MaxConcurrency != 0, c.MinSuccessful != nil, c.ToleratedFailureCount != nil,
-		c.ToleratedFailurePercentage != nil} {
+		c.ToleratedFailurePercentage != nil, c.Inline} {
 		if set {
 			n++
 		}
@@ -156,6 +156,9 @@ func appendBatchConfig(b []byte, c *BatchConfig) []byte {
 	}
 	if c.ToleratedFailurePercentage != nil {
 		b = binary.BigEndian.AppendUint64(append(appendStr(b, "tp"), 0xcb), math.Float64bits(*c.ToleratedFailurePercentage))
+	}
+	if c.Inline {
+		b = appendBool(appendStr(b, "il"), true)
 	}
 	return b
 }

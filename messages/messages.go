@@ -190,13 +190,20 @@ type BatchConfig struct {
 	MinSuccessful              *int     `msgpack:"ms,omitempty"`
 	ToleratedFailureCount      *int     `msgpack:"tc,omitempty"`
 	ToleratedFailurePercentage *float64 `msgpack:"tp,omitempty"`
+	// Inline marks a batch whose branches ran on the worker that opened it, inside its
+	// invocation: their outcomes are InlineRecordID records, which no coordinator counts.
+	Inline bool `msgpack:"il,omitempty"`
 }
 
 // ParallelRequest asks the coordinator to run the branches of a Parallel or Map. Path is the
 // branch that called it (empty: the handler itself), which resumes when the batch completes.
 type ParallelRequest struct {
-	OpID   string      `msgpack:"op"`
-	Path   []BranchRef `msgpack:"p,omitempty"`
+	OpID string      `msgpack:"op"`
+	Path []BranchRef `msgpack:"p,omitempty"`
+	// Via are the branches of inline batches between the invocation that asks (Path) and the
+	// batch: its branch tasks are addressed through them (Path, Via, then the branch), while
+	// the batch's completion resumes Path, whose code runs those inline branches again.
+	Via    []BranchRef `msgpack:"vi,omitempty"`
 	Config BatchConfig `msgpack:"c"`
 	Name   string      `msgpack:"n,omitempty"`
 	// ResumeTrace is the W3C traceparent under which the code resumed by the batch's completion
@@ -261,6 +268,7 @@ type Batch struct {
 	Function    string           `msgpack:"fn"`
 	OpID        string           `msgpack:"op"`
 	Path        []BranchRef      `msgpack:"p,omitempty"`
+	Via         []BranchRef      `msgpack:"vi,omitempty"` // see ParallelRequest.Via
 	Config      BatchConfig      `msgpack:"c"`
 	Next        int              `msgpack:"nx"` // branches dispatched: 0..Next-1
 	Succeeded   int              `msgpack:"s"`

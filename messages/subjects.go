@@ -79,6 +79,13 @@ func BranchRecordID(executionID, opID string, index int) string {
 	return opID + "." + strconv.Itoa(index) + "." + strconv.Itoa(Partition(executionID))
 }
 
+// InlineRecordID is the operation id of the outcome record of branch index of a batch run inline
+// (BatchConfig.Inline): three tokens, which BranchOutcomeFilter does not match, since no
+// coordinator counts them.
+func InlineRecordID(opID string, index int) string {
+	return opID + "." + strconv.Itoa(index)
+}
+
 // BranchOutcomeFilter matches the KV stream subjects of one partition's branch outcomes.
 func BranchOutcomeFilter(partition int) string {
 	return "$KV." + CheckpointBucket + ".*.*.*." + strconv.Itoa(partition)

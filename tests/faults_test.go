@@ -194,6 +194,11 @@ func TestDuplicateAndReorderedDeliveriesCountOnce(t *testing.T) {
 	_, err = js.Publish(ctx, messages.EventSubject(id, "start"), messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: "dups"}))
 	require.NoError(t, err)
 	// Every branch outcome recorded so far, written again: each reaches the coordinator twice.
+	// The first outcomes are written a little after the bodies that started above.
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(ctx, messages.CheckpointKey(id, messages.BranchRecordID(id, "1", 0)))
+		return err == nil
+	}, env.Timeout(), time.Millisecond, "branch 0 never recorded its outcome")
 	rewritten := 0
 	for i := range n {
 		key := messages.CheckpointKey(id, messages.BranchRecordID(id, "1", i))

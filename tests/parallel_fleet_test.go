@@ -178,23 +178,29 @@ func TestAbandonedStepDoesNotBlockTheParent(t *testing.T) {
 }
 
 // A Parallel renamed after it finished fails the execution with a NonDeterminismError
-// (reference case X-nondeterminism-A).
+// (reference case X-nondeterminism-A), wherever its branches ran.
 func TestRenamedParallelIsNonDeterministic(t *testing.T) {
-	env := durabletest.New(t)
-	var invocation atomic.Int32
-	durabletest.Register(env, "renamed", func(ctx durable.Context, _ string) (string, error) {
-		name := "orig-name"
-		if invocation.Add(1) > 2 {
-			name = "renamed"
-		}
-		if _, err := durable.Parallel(ctx, name, []durable.Branch[int]{{Func: func(durable.Context) (int, error) { return 1, nil }}}); err != nil {
-			return "", err
-		}
-		return "", durable.Wait(ctx, "then", 10*time.Millisecond)
-	})
-	_, err := durabletest.Run[string](env, "renamed", "")
-	ee := requireFailed(t, err, "NonDeterminismError")
-	require.Contains(t, ee.Message, `checkpoint has PARALLEL "orig-name", handler now calls PARALLEL "renamed"`)
+	// The handler's runs before the one after the wait: on the fleet, the opening and the resume.
+	for placement, before := range map[durable.Placement]int32{durable.PlacementInline: 1, durable.PlacementFleet: 2} {
+		t.Run(fmt.Sprint(placement), func(t *testing.T) {
+			env := durabletest.New(t)
+			var invocation atomic.Int32
+			durabletest.Register(env, "renamed", func(ctx durable.Context, _ string) (string, error) {
+				name := "orig-name"
+				if invocation.Add(1) > before {
+					name = "renamed"
+				}
+				if _, err := durable.Parallel(ctx, name, []durable.Branch[int]{{Func: func(durable.Context) (int, error) { return 1, nil }}},
+					durable.WithPlacement(placement)); err != nil {
+					return "", err
+				}
+				return "", durable.Wait(ctx, "then", 10*time.Millisecond)
+			})
+			_, err := durabletest.Run[string](env, "renamed", "")
+			ee := requireFailed(t, err, "NonDeterminismError")
+			require.Contains(t, ee.Message, `checkpoint has PARALLEL "orig-name", handler now calls PARALLEL "renamed"`)
+		})
+	}
 }
 
 // A branch suspended in a wait that renames its first step on replay fails the execution with a
@@ -224,7 +230,8 @@ func TestBranchRenamingAStepIsNonDeterministic(t *testing.T) {
 }
 
 // A branch count that changes while the batch runs is a NonDeterminismError (SEMANTICS.md rule 20,
-// jetflow's improvement on the reference).
+// jetflow's improvement on the reference): here a branch task on the fleet replays the handler
+// and finds the batch of 3 it belongs to now has 2.
 func TestChangedBranchCountIsNonDeterministic(t *testing.T) {
 	env := durabletest.New(t)
 	var invocation atomic.Int32
@@ -243,11 +250,38 @@ func TestChangedBranchCountIsNonDeterministic(t *testing.T) {
 				return i, nil
 			}}
 		}
-		_, err := durable.Parallel(ctx, "p", branches)
+		_, err := durable.Parallel(ctx, "p", branches, durable.WithPlacement(durable.PlacementFleet))
 		return "", err
 	})
 	_, err := durabletest.Run[string](env, "shrinks", "")
 	close(release)
+	ee := requireFailed(t, err, "NonDeterminismError")
+	require.Contains(t, ee.Message, "checkpoint has a batch of 3 branches, handler now calls 2 branches")
+}
+
+// The same for a batch run inline: one of its branches waits, so the invocation suspends with
+// the batch recorded as started, and the run after the wait has one branch fewer.
+func TestChangedBranchCountOfAnInlineBatchIsNonDeterministic(t *testing.T) {
+	env := durabletest.New(t)
+	var invocation atomic.Int32
+	durabletest.Register(env, "shrinks-inline", func(ctx durable.Context, _ string) (string, error) {
+		n := 3
+		if invocation.Add(1) > 1 {
+			n = 2
+		}
+		branches := make([]durable.Branch[int], n)
+		for i := range branches {
+			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
+				if i == 2 {
+					return i, durable.Wait(bctx, "pause", 10*time.Millisecond)
+				}
+				return i, nil
+			}}
+		}
+		_, err := durable.Parallel(ctx, "p", branches, durable.WithPlacement(durable.PlacementInline))
+		return "", err
+	})
+	_, err := durabletest.Run[string](env, "shrinks-inline", "")
 	ee := requireFailed(t, err, "NonDeterminismError")
 	require.Contains(t, ee.Message, "checkpoint has a batch of 3 branches, handler now calls 2 branches")
 }

@@ -79,14 +79,15 @@ func TestTraceOfANestedParallelAcrossWorkers(t *testing.T) {
 					{Func: func(ctx durable.Context) (int, error) {
 						return durable.Step(ctx, "leaf", func(durable.StepContext) (int, error) { return 1, nil })
 					}},
-				})
+				}, durable.WithPlacement(durable.PlacementFleet)) // across workers, as the name says
 				if err != nil {
 					return 0, err
 				}
 				return res.SuccessCount(), nil
 			}}
 		}
-		res, err := durable.Parallel(ctx, "outer", []durable.Branch[int]{inner(0), inner(1), inner(2)})
+		res, err := durable.Parallel(ctx, "outer", []durable.Branch[int]{inner(0), inner(1), inner(2)},
+			durable.WithPlacement(durable.PlacementFleet))
 		if err != nil {
 			return 0, err
 		}

@@ -39,6 +39,11 @@ type Config struct {
 	// BranchCacheSize is how many batches' branch lists the worker keeps, so that their branches
 	// run without replaying the handler. Default 1024.
 	BranchCacheSize int
+	// InlineBranches is the largest Parallel or Map the worker runs inline — every branch here,
+	// inside the invocation that opens it, with no task, coordinator or resume — unless the batch
+	// says where it runs (durable.WithPlacement). Default 16; negative: none (every batch goes to
+	// the fleet).
+	InlineBranches int
 	// TracerProvider and MeterProvider receive the worker's spans (one per invocation, branch run
 	// and step body run) and metrics. Default: the OpenTelemetry globals (no-ops unless the
 	// program set them).
@@ -65,6 +70,12 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.BranchCacheSize == 0 {
 		cfg.BranchCacheSize = 1024
+	}
+	switch {
+	case cfg.InlineBranches == 0:
+		cfg.InlineBranches = engine.DefaultInlineBranches
+	case cfg.InlineBranches < 0:
+		cfg.InlineBranches = 0
 	}
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = 256
@@ -515,7 +526,8 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	began := time.Now()
 	defer func() { w.endSpan(span, task, began) }()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
-		Path: task.Path, Cache: w.cache, Listed: verify, FirstRun: first, DeferOutcome: true, Telemetry: w.tel}, loaded)
+		Path: task.Path, Cache: w.cache, Listed: verify, FirstRun: first, DeferOutcome: true, Telemetry: w.tel,
+		InlineBranches: w.cfg.InlineBranches}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)

@@ -26,7 +26,7 @@ func (d Decision) Dispatches() int { return d.DispatchTo - d.DispatchFrom }
 
 // Open returns the state of a new batch and its first dispatches.
 func Open(executionID, function string, req messages.ParallelRequest) (*messages.Batch, Decision) {
-	b := &messages.Batch{ExecutionID: executionID, Function: function, OpID: req.OpID, Path: req.Path, Config: req.Config}
+	b := &messages.Batch{ExecutionID: executionID, Function: function, OpID: req.OpID, Path: req.Path, Via: req.Via, Config: req.Config}
 	return b, decide(b)
 }
 

@@ -18,13 +18,11 @@ func (c *Context) RunChild(name string, fn func(*Context) ([]byte, error)) ([]by
 		return nil, err
 	}
 	if r == nil {
-		r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpChild, Name: name,
+		r = c.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpChild, Name: name,
 			Status: messages.OpStarted, StartedAt: inv.now().UnixNano()}, nil)
 	}
 	for !r.cp.Status.Terminal() {
-		child := newContext(c.Context, inv, op+"-")
-		child.parent = c
-		child.depth = c.depth
+		child := c.child(op + "-")
 		out, err := fn(child)
 		child.cancel()
 		inv.stopped() // a non-determinism inside, or a stop, is not the child's outcome
@@ -36,7 +34,7 @@ func (c *Context) RunChild(name string, fn func(*Context) ([]byte, error)) ([]by
 		} else {
 			cp.Status, cp.Result = messages.OpSucceeded, out
 		}
-		r = inv.commit(cp, r)
+		r = c.commit(cp, r)
 	}
 	if r.cp.Status == messages.OpFailed {
 		return nil, childError(name, r.cp.Error)
@@ -59,11 +57,11 @@ func (c *Context) Wait(name string, d time.Duration) error {
 			return fmt.Errorf("durable: Wait %q: duration must be positive, got %s", name, d)
 		}
 		now := inv.now()
-		r = inv.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpWait, Name: name,
+		r = c.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpWait, Name: name,
 			Status: messages.OpPending, FireAt: now.Add(d).UnixNano(), StartedAt: now.UnixNano()}, nil)
 	}
 	if r.cp.Status != messages.OpSucceeded {
-		inv.suspend(messages.TimerRequest{OpID: op, FireAt: r.cp.FireAt, Kind: messages.TimerWait})
+		c.suspend(messages.TimerRequest{OpID: op, FireAt: r.cp.FireAt, Kind: messages.TimerWait})
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/jetflow/jetflow/messages"
 )
 
 // Context is the durable.Context handed to handlers and child contexts.
@@ -15,7 +17,12 @@ type Context struct {
 	inv    *Invocation
 	prefix string // operation ids of this context start with it: "" at the root, "3-" in child 3
 	depth  int    // how many elements of the invocation's path this context is inside
-	seq    atomic.Int64
+	// scope is the branch this context runs in (nil: not in a branch of this invocation's own:
+	// the handler, or on the way to the target branch); via, the inline branches between the
+	// invocation's path and this context.
+	scope *scope
+	via   []messages.BranchRef
+	seq   atomic.Int64
 	// The logger is made on first use: most contexts (a branch of one step, say) never log.
 	logOnce  sync.Once
 	logAttrs []any // what this context's records carry besides the execution id
@@ -26,6 +33,14 @@ type Context struct {
 func newContext(parent context.Context, inv *Invocation, prefix string) *Context {
 	ctx, cancel := context.WithCancel(parent)
 	return &Context{Context: ctx, cancel: cancel, inv: inv, prefix: prefix}
+}
+
+// child returns a context for the operations under op (a child context or a branch), inside
+// this one's branch.
+func (c *Context) child(prefix string) *Context {
+	cc := newContext(c.Context, c.inv, prefix)
+	cc.parent, cc.depth, cc.scope, cc.via = c, c.depth, c.scope, c.via
+	return cc
 }
 
 // ExecutionID is the id of the execution this context belongs to.

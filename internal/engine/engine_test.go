@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/jetflow/jetflow/kvstore"
@@ -11,9 +12,14 @@ import (
 
 // memStore is an in-memory Store for the engine's own benchmarks (the real store is tested with
 // JetStream in kvstore and end to end).
-type memStore struct{ m map[string]kvstore.Entry }
+type memStore struct {
+	mu sync.Mutex
+	m  map[string]kvstore.Entry
+}
 
 func (s *memStore) Get(_ context.Context, key string) (kvstore.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	e, ok := s.m[key]
 	if !ok {
 		return kvstore.Entry{}, kvstore.ErrNotFound
@@ -22,6 +28,8 @@ func (s *memStore) Get(_ context.Context, key string) (kvstore.Entry, error) {
 }
 
 func (s *memStore) Create(_ context.Context, key string, value []byte) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, ok := s.m[key]; ok {
 		return 0, kvstore.ErrConflict
 	}
@@ -30,6 +38,8 @@ func (s *memStore) Create(_ context.Context, key string, value []byte) (uint64, 
 }
 
 func (s *memStore) Update(_ context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.m[key].Revision != rev {
 		return 0, kvstore.ErrConflict
 	}

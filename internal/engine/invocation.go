@@ -84,21 +84,21 @@ type record struct {
 // Invocation is one run of a handler — or of one branch, when Path is set — over an execution's
 // checkpoints. Its methods are safe for concurrent use by the goroutines of one handler.
 type Invocation struct {
-	tel          *telemetry.Telemetry
-	execID       string
-	store        Store
-	ctx          context.Context // for store calls: ends when the worker stops
-	logger       *slog.Logger
-	now          func() time.Time
-	path         []messages.BranchRef
-	cache        BranchCache
-	listed       bool
-	firstRun     bool
-	deferOutcome bool
+	tel            *telemetry.Telemetry
+	execID         string
+	store          Store
+	ctx            context.Context // for store calls: ends when the worker stops
+	logger         *slog.Logger
+	now            func() time.Time
+	path           []messages.BranchRef
+	cache          BranchCache
+	listed         bool
+	firstRun       bool
+	deferOutcome   bool
+	inlineBranches int
 
 	mu        sync.Mutex
 	records   map[string]*record
-	deferred  []*messages.Checkpoint // written with the branch outcome (or before anything else)
 	replaying bool
 	ended     OutcomeKind          // BranchDone or Abandoned, once set
 	outcome   *messages.Checkpoint // a branch's outcome left to the caller
@@ -131,6 +131,9 @@ type Config struct {
 	// DeferOutcome leaves a finished branch's outcome record to the caller (Outcome.Record), who
 	// can write it without waiting, instead of writing it before the invocation ends.
 	DeferOutcome bool
+	// InlineBranches is the largest batch run inline, on this worker inside the invocation that
+	// opens it, unless its BatchSpec places it otherwise (PlaceAuto). 0: none.
+	InlineBranches int
 	// Telemetry traces step bodies as they run (never a replayed step) and counts retries. Nil:
 	// none.
 	Telemetry *telemetry.Telemetry
@@ -145,18 +148,19 @@ type Loaded struct {
 // NewInvocation prepares a run over the given checkpoints.
 func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invocation {
 	inv := &Invocation{
-		execID:       cfg.ExecutionID,
-		store:        cfg.Store,
-		ctx:          ctx,
-		logger:       cfg.Logger,
-		now:          cfg.Now,
-		path:         cfg.Path,
-		cache:        cfg.Cache,
-		listed:       cfg.Listed,
-		firstRun:     cfg.FirstRun,
-		deferOutcome: cfg.DeferOutcome,
-		tel:          cfg.Telemetry,
-		records:      make(map[string]*record, len(checkpoints)),
+		execID:         cfg.ExecutionID,
+		store:          cfg.Store,
+		ctx:            ctx,
+		logger:         cfg.Logger,
+		now:            cfg.Now,
+		path:           cfg.Path,
+		cache:          cfg.Cache,
+		listed:         cfg.Listed,
+		firstRun:       cfg.FirstRun,
+		deferOutcome:   cfg.DeferOutcome,
+		inlineBranches: cfg.InlineBranches,
+		tel:            cfg.Telemetry,
+		records:        make(map[string]*record, len(checkpoints)),
 	}
 	if inv.logger == nil {
 		inv.logger = slog.Default()
@@ -188,7 +192,7 @@ func (inv *Invocation) RunCached(ctx context.Context, b *CachedBatch) Outcome {
 		parent := root
 		parent.depth = len(inv.path) - 1
 		inv.setReplaying(false)
-		inv.runBranch(parent, last.OpID, last.Index, b)
+		inv.runBranch(parent, last.OpID, last.Index, b, false) // branch tasks aim at batches on the fleet
 		return nil, nil // not reached: runBranch ends the goroutine
 	})
 }
@@ -241,22 +245,33 @@ func (inv *Invocation) run(ctx context.Context, body func(*Context) ([]byte, err
 	return Outcome{Kind: Completed, Result: out}
 }
 
-// suspend records that the invocation waits for t and ends the calling goroutine.
-func (inv *Invocation) suspend(t messages.TimerRequest) {
-	inv.flush()
-	t.Path = inv.path
-	inv.mu.Lock()
-	inv.timers = append(inv.timers, t)
-	inv.mu.Unlock()
-	runtime.Goexit()
+// suspend records that the code of c waits for t and ends the calling goroutine.
+func (c *Context) suspend(t messages.TimerRequest) {
+	c.flush()
+	t.Path = c.inv.path
+	c.wait([]messages.TimerRequest{t}, nil)
 }
 
-// await records that the invocation waits for the batch p and ends the calling goroutine.
-func (inv *Invocation) await(p messages.ParallelRequest) {
-	inv.flush()
-	p.Path = inv.path
+// await records that the code of c waits for the batch p and ends the calling goroutine.
+func (c *Context) await(p messages.ParallelRequest) {
+	c.flush()
+	p.Path, p.Via = c.inv.path, c.via
+	c.wait(nil, []messages.ParallelRequest{p})
+}
+
+// wait records timers and batches the code of c waits for, and ends the calling goroutine. In a
+// branch of an inline batch they are the branch's: the batch suspends the invocation with them
+// only once none of its branches can go on. Elsewhere they suspend the invocation.
+func (c *Context) wait(ts []messages.TimerRequest, ps []messages.ParallelRequest) {
+	if s := c.scope; s != nil && s.inline != nil {
+		s.mu.Lock()
+		s.timers, s.parallels = append(s.timers, ts...), append(s.parallels, ps...)
+		s.mu.Unlock()
+		runtime.Goexit()
+	}
+	inv := c.inv
 	inv.mu.Lock()
-	inv.parallels = append(inv.parallels, p)
+	inv.timers, inv.parallels = append(inv.timers, ts...), append(inv.parallels, ps...)
 	inv.mu.Unlock()
 	runtime.Goexit()
 }
@@ -298,6 +313,9 @@ func (inv *Invocation) interrupted(c *Context, op string) {
 		inv.fail(fmt.Errorf("engine: %s: worker stopped: %w", op, err))
 	}
 	if err := c.Err(); err != nil {
+		if c.scope.abandoned() {
+			runtime.Goexit() // a branch of an inline batch that completed without it: it records nothing
+		}
 		if len(inv.path) > 0 {
 			inv.end(Abandoned)
 		}
@@ -374,41 +392,34 @@ func (inv *Invocation) lookup(op string) *record {
 	return inv.records[op]
 }
 
-// commit writes cp over prev (nil: the first write). It returns what is stored afterwards: cp, or
-// the record another writer stored first, which the caller then adopts.
-func (inv *Invocation) commit(cp *messages.Checkpoint, prev *record) *record {
-	inv.flush()
-	return inv.write(cp, prev)
+// commit writes cp over prev (nil: the first write), after the deferred records of c's branch and
+// of the branches around it. It returns what is stored afterwards: cp, or the record another
+// writer stored first, which the caller then adopts.
+func (c *Context) commit(cp *messages.Checkpoint, prev *record) *record {
+	c.flush()
+	return c.inv.write(cp, prev)
 }
 
-// deferWrite keeps cp, the first record of its operation, to be written later: with the branch's
-// outcome, or before any other write or a suspension. Only branch invocations defer; a crash
-// before the write runs the operation again, as a crash before any checkpoint does.
-func (inv *Invocation) deferWrite(cp *messages.Checkpoint) *record {
-	inv.mu.Lock()
-	inv.deferred = append(inv.deferred, cp)
-	inv.mu.Unlock()
-	return inv.remember(&record{cp: cp})
+// deferWrite keeps cp, the first record of its operation, to be written later: with the outcome
+// of c's branch, or before any other write in it or a suspension. A crash before the write runs
+// the operation again, as a crash before any checkpoint does.
+func (c *Context) deferWrite(cp *messages.Checkpoint) *record {
+	c.scope.mu.Lock()
+	c.scope.deferred = append(c.scope.deferred, cp)
+	c.scope.mu.Unlock()
+	return c.inv.remember(&record{cp: cp})
 }
 
-// flush writes the deferred records one by one.
-func (inv *Invocation) flush() {
-	inv.mu.Lock()
-	pending := inv.deferred
-	inv.deferred = nil
-	inv.mu.Unlock()
-	for _, cp := range pending {
-		inv.write(cp, nil)
+// flush writes the deferred records of c's branch and the branches around it, outermost first:
+// a record is never stored before the operations that came before it.
+func (c *Context) flush() {
+	var chain []*scope
+	for s := c.scope; s != nil; s = s.parent {
+		chain = append(chain, s)
 	}
-}
-
-// takeDeferred returns the deferred records and forgets them (they go into the branch outcome).
-func (inv *Invocation) takeDeferred() []*messages.Checkpoint {
-	inv.mu.Lock()
-	defer inv.mu.Unlock()
-	d := inv.deferred
-	inv.deferred = nil
-	return d
+	for i := len(chain) - 1; i >= 0; i-- {
+		chain[i].flush(c.inv)
+	}
 }
 
 func (inv *Invocation) write(cp *messages.Checkpoint, prev *record) *record {

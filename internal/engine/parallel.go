@@ -19,6 +19,8 @@ type BatchSpec struct {
 	Flat     bool
 	Branches []BranchFunc
 	Names    []string
+	// Placement says where the branches run (PlaceAuto: inline when few).
+	Placement Placement
 }
 
 // CachedBatch is a batch's branch list kept from one replay. The branches are closures built by
@@ -49,11 +51,12 @@ type BatchOutcome struct {
 	Summary *messages.BatchSummary
 	inv     *Invocation
 	op      string
+	inline  bool // its branches ran inline: their records are InlineRecordIDs
 }
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
-	id := messages.BranchRecordID(b.inv.execID, b.op, i)
+	id := branchRecordID(b.inv.execID, b.op, i, b.inline)
 	r := b.inv.lookup(id)
 	if r == nil {
 		r = b.inv.reload(id) // not in the listing: rewritten while it was read
@@ -64,9 +67,18 @@ func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
 	return r.cp
 }
 
-// Parallel runs a batch: on the invocation that reaches it first, it records the batch and
-// suspends until the coordinator reports it complete; on a branch task aimed through it, it runs
-// that branch; on replay of a completed batch, it returns the outcome without running anything.
+// branchRecordID is the operation id of branch i's outcome record.
+func branchRecordID(executionID, op string, i int, inline bool) string {
+	if inline {
+		return messages.InlineRecordID(op, i)
+	}
+	return messages.BranchRecordID(executionID, op, i)
+}
+
+// Parallel runs a batch. A small one (BatchSpec.Placement) runs inline, here (runInline).
+// Otherwise, on the invocation that reaches it first, it asks the coordinator for the batch and
+// suspends until the batch is complete. On a branch task aimed through it, it runs that branch;
+// on replay of a completed batch, it returns the outcome without running anything.
 func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	inv := c.inv
 	inv.stopped()
@@ -89,17 +101,23 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 		if targeted {
 			inv.end(Abandoned) // the batch this branch belongs to is over
 		}
-		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op}, nil
+		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline}, nil
 	}
+	// An inline batch has no record until it completes or suspends; one opened on the fleet has
+	// one (or the request that creates it is on its way). Either stays where it started.
+	inline := r == nil && inv.runsInline(spec) || r != nil && r.cp.Batch != nil && r.cp.Batch.Inline
 	cached := &CachedBatch{Branches: spec.Branches, Names: spec.Names}
 	if targeted {
 		target := inv.path[c.depth]
-		if target.OpID != op || r == nil || target.Index >= len(spec.Branches) {
+		if target.OpID != op || (r == nil && !inline) || target.Index >= len(spec.Branches) {
 			inv.diverged(&NonDeterminismError{ExecutionID: inv.execID, OpID: op,
 				Want: fmt.Sprintf("batch %s with branch %d", target.OpID, target.Index), Got: fmt.Sprintf("batch %s of %d branches", op, len(spec.Branches))})
 		}
 		inv.cache.Put(BatchKey(inv.execID, op), cached)
-		inv.runBranch(c, op, target.Index, cached)
+		inv.runBranch(c, op, target.Index, cached, inline)
+	}
+	if inline {
+		return c.runInline(op, spec, r), nil
 	}
 	if r == nil {
 		// The batch's record is not written here: the request carries it, and the coordinator
@@ -112,7 +130,7 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 	inv.cache.Put(BatchKey(inv.execID, op), cached)
 	// The request carries the batch's record (and its revision once stored), so that the
 	// coordinator completes it with one compare-and-set and no read.
-	inv.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev,
+	c.await(messages.ParallelRequest{OpID: op, Config: spec.Config, Name: spec.Name, Checkpoint: r.cp, Revision: r.rev,
 		Prior: inv.prior(r, spec.Config.N)})
 	return nil, nil // not reached
 }
@@ -162,24 +180,23 @@ func (inv *Invocation) checkSize(r *record, op string, n int) {
 	}
 }
 
-// runBranch runs branch idx of batch op in a context under parent, records its outcome, and ends
-// the invocation.
-func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedBatch) {
-	if id := messages.BranchRecordID(inv.execID, op, idx); inv.lookup(id) != nil || (inv.listed && inv.reload(id) != nil) {
+// runBranch runs branch idx of batch op (inline: a batch run inline, which a task reaches on its
+// way to a batch opened inside it) in a context under parent, records its outcome, and ends the
+// invocation.
+func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedBatch, inline bool) {
+	id := branchRecordID(inv.execID, op, idx, inline)
+	if inv.lookup(id) != nil || (inv.listed && inv.reload(id) != nil) {
 		inv.end(BranchDone) // finished already (its outcome holds the checkpoints of its first tries)
 	}
 	bc := newContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
 	bc.depth = parent.depth + 1
 	bc.parent, bc.logAttrs = parent, []any{"batch", op, "branch", idx}
+	bc.scope = &scope{parent: parent.scope}
 	out, err := callBranch(b.Branches[idx], bc)
 	bc.cancel()
 	inv.stopped() // a suspension, non-determinism or stop inside is not the branch's outcome
 	inv.interrupted(parent, op)
-	name := ""
-	if idx < len(b.Names) {
-		name = b.Names[idx]
-	}
-	cp := &messages.Checkpoint{OpID: messages.BranchRecordID(inv.execID, op, idx), OpKind: messages.OpBranch, Name: name,
+	cp := &messages.Checkpoint{OpID: id, OpKind: messages.OpBranch, Name: nameAt(b.Names, idx),
 		EndedAt: inv.now().UnixNano()}
 	if err != nil {
 		cp.Status, cp.Error = messages.OpFailed, Info(err)
@@ -187,7 +204,8 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 		cp.Status, cp.Result = messages.OpSucceeded, out
 	}
 	if prev := inv.lookup(cp.OpID); prev == nil {
-		cp.Inner = inv.takeDeferred()
+		parent.flush()
+		cp.Inner = bc.scope.take()
 		if inv.deferOutcome {
 			inv.mu.Lock()
 			inv.outcome = cp

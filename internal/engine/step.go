@@ -114,7 +114,7 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 				r = c.afterFailure(op, name, p, r, cp.Attempt, interrupted, true)
 				continue
 			case cp.Status == messages.OpPending && !cp.Fired:
-				inv.suspend(messages.TimerRequest{OpID: op, FireAt: cp.FireAt, Kind: messages.TimerRetry})
+				c.suspend(messages.TimerRequest{OpID: op, FireAt: cp.FireAt, Kind: messages.TimerRetry})
 			default: // pending and fired: the backoff is over
 				attempt = cp.Attempt + 1
 			}
@@ -122,7 +122,7 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 		if o.AtMostOnce {
 			mark := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name, Status: messages.OpStarted,
 				Attempt: attempt, StartedAt: inv.now().UnixNano()}
-			got := inv.commit(mark, r)
+			got := c.commit(mark, r)
 			r = got
 			if got.cp != mark { // another worker moved the step on first: adopt its state
 				continue
@@ -137,10 +137,10 @@ func (c *Context) Step(name string, o StepOptions, body func(*StepContext) ([]by
 			cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpStep, Name: name,
 				Status: messages.OpSucceeded, Result: out, Attempt: attempt, StartedAt: started,
 				EndedAt: inv.now().UnixNano()}
-			if r == nil && len(inv.path) > 0 {
-				r = inv.deferWrite(cp) // a branch's first-try step rides on its outcome record
+			if r == nil && c.scope != nil {
+				r = c.deferWrite(cp) // a branch's first-try step rides on its outcome record
 			} else {
-				r = inv.commit(cp, r)
+				r = c.commit(cp, r)
 			}
 			continue
 		}
@@ -167,7 +167,7 @@ func (c *Context) afterFailure(op, name string, p RetryPolicy, prev *record, att
 		cp.Status = messages.OpFailed
 		cp.EndedAt = now.UnixNano()
 	}
-	return inv.commit(cp, prev)
+	return c.commit(cp, prev)
 }
 
 // runBody calls the step body, turning a panic into the attempt's error.

@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetflow/jetflow/coordinator/batch"
+	"github.com/jetflow/jetflow/internal/telemetry"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// Placement says where a batch's branches run.
+type Placement int
+
+const (
+	// PlaceAuto runs a batch inline when it has at most Config.InlineBranches branches, and on
+	// the fleet otherwise.
+	PlaceAuto Placement = iota
+	// PlaceInline runs every branch on the worker that opens the batch, inside its invocation.
+	PlaceInline
+	// PlaceFleet dispatches every branch as a task of its own, through the coordinator.
+	PlaceFleet
+)
+
+// DefaultInlineBranches is the largest batch a worker runs inline by default.
+const DefaultInlineBranches = 16
+
+// scope is a branch that this invocation runs itself: the target branch of a branch task, or a
+// branch of a batch run inline. It keeps the branch's first-try step records until its outcome
+// is written, and, for an inline branch, what the branch waits for once it suspends.
+type scope struct {
+	parent *scope
+	inline *inlineBatch // nil for the target branch
+
+	mu        sync.Mutex
+	deferred  []*messages.Checkpoint
+	timers    []messages.TimerRequest
+	parallels []messages.ParallelRequest
+}
+
+// inlineBatch is the shared state of the branches of one batch run inline.
+type inlineBatch struct {
+	ctx       context.Context // the batch's: traced under its span
+	abandoned atomic.Bool     // the batch completed: its running branches record nothing more
+}
+
+// branchContext returns the context of branch i, under c, traced in a span of its own.
+func (ib *inlineBatch) branchContext(c *Context, op string, i int) *Context {
+	ctx := ib.ctx
+	if tel := c.inv.tel; tel != nil {
+		var span trace.Span
+		ctx, span = tel.Tracer.Start(ctx, "jetflow.branch "+op+"["+strconv.Itoa(i)+"]")
+		if span.IsRecording() {
+			span.SetAttributes(telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyOp.String(op), telemetry.KeyIndex.Int(i))
+		}
+	}
+	bc := newContext(ctx, c.inv, op+"-"+strconv.Itoa(i+1)+"-")
+	bc.parent, bc.depth, bc.scope, bc.via = c, c.depth, c.scope, c.via
+	return bc
+}
+
+// abandoned reports whether the branch, or one around it, belongs to an inline batch that
+// completed without it.
+func (s *scope) abandoned() bool {
+	for ; s != nil; s = s.parent {
+		if s.inline != nil && s.inline.abandoned.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// flush writes the deferred records one by one. The lock is held while they are written, so
+// that a sibling branch flushing too goes on only once they are stored.
+func (s *scope) flush(inv *Invocation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pending := s.deferred
+	s.deferred = nil
+	for _, cp := range pending {
+		inv.write(cp, nil)
+	}
+}
+
+// take returns the deferred records and forgets them: they ride on the branch's outcome.
+func (s *scope) take() []*messages.Checkpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.deferred
+	s.deferred = nil
+	return d
+}
+
+func (s *scope) waits() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.timers) > 0 || len(s.parallels) > 0
+}
+
+// runsInline says whether the batch spec, opened with no record, runs inline.
+func (inv *Invocation) runsInline(spec BatchSpec) bool {
+	switch spec.Placement {
+	case PlaceInline:
+		return true
+	case PlaceFleet:
+		return false
+	}
+	return spec.Config.N <= inv.inlineBranches
+}
+
+// inlineReport is how one branch of an inline batch ended: with its stored outcome, or without
+// one (it suspended, the invocation ended, or it exited its goroutine).
+type inlineReport struct {
+	index int
+	cp    *messages.Checkpoint
+	s     *scope
+}
+
+// runInline runs the batch at op on this worker, inside the invocation: the same decisions as
+// the coordinator's (batch.Apply) say which branches run and when the batch is complete, each
+// branch's outcome is stored as it finishes (InlineRecordID), and the batch's record is written
+// once, complete, with its summary. A branch that waits (a Wait, a retry, a batch on the fleet)
+// keeps its slot; once no branch can go on and the batch is not complete, the invocation
+// suspends with everything they wait for, and its next run resumes them from their records.
+func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome {
+	inv := c.inv
+	cfg := spec.Config
+	cfg.Inline = true
+	started := inv.now().UnixNano()
+	if r != nil {
+		started = r.cp.StartedAt
+	}
+	state, d := batch.Open(inv.execID, "", messages.ParallelRequest{OpID: op, Config: cfg})
+	ib := &inlineBatch{ctx: c.Context}
+	if tel := inv.tel; tel != nil {
+		var span trace.Span
+		ib.ctx, span = tel.Tracer.Start(c.Context, "jetflow.parallel "+spec.Name)
+		if span.IsRecording() {
+			span.SetAttributes(telemetry.KeyExecution.String(inv.execID), telemetry.KeyOp.String(op),
+				telemetry.KeyName.String(spec.Name), attribute.Bool("jetflow.batch.inline", true), attribute.Int("jetflow.batch.size", cfg.N))
+		}
+		defer span.End() // also when the invocation suspends here (runtime.Goexit runs it)
+	}
+	reports := make(chan inlineReport, cfg.N) // every branch reports once: sends never block
+	running := make(map[int]*Context)
+	var waiting []*scope
+	dispatch := func(d batch.Decision) {
+		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
+			bc := ib.branchContext(c, op, i)
+			bc.scope = &scope{parent: c.scope, inline: ib}
+			bc.via = append(append(make([]messages.BranchRef, 0, len(c.via)+1), c.via...), messages.BranchRef{OpID: op, Index: i})
+			bc.logAttrs = []any{"batch", op, "branch", i}
+			running[i] = bc
+			go inv.runInlineBranch(bc, c, op, i, spec, reports)
+		}
+	}
+	dispatch(d)
+	for !state.Completed && len(running) > 0 {
+		rep := <-reports
+		bc := running[rep.index]
+		delete(running, rep.index)
+		bc.cancel()
+		inv.stopped() // the invocation ended inside a branch: nothing more runs here
+		if rep.cp == nil {
+			if rep.s.waits() {
+				waiting = append(waiting, rep.s) // keeps its slot until it runs again
+				continue
+			}
+			// The branch function left its goroutine (runtime.Goexit) without returning.
+			rep.cp = c.commit(&messages.Checkpoint{OpID: messages.InlineRecordID(op, rep.index), OpKind: messages.OpBranch,
+				Name: nameAt(spec.Names, rep.index), Status: messages.OpFailed, EndedAt: inv.now().UnixNano(),
+				Error: &messages.ErrorInfo{Type: "Goexit", Message: "branch exited its goroutine without returning"}}, nil).cp
+		}
+		dispatch(batch.Apply(state, rep.index, rep.cp.Status == messages.OpFailed))
+	}
+	if !state.Completed {
+		// No branch can go on: the invocation waits for what the waiting branches wait for. The
+		// batch is recorded as started, so that its next run is inline too and a handler that
+		// changed its name or branch count meanwhile is found out.
+		if r == nil {
+			c.commit(&messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpStarted,
+				Batch: &cfg, IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: started}, nil)
+		}
+		var ts []messages.TimerRequest
+		var ps []messages.ParallelRequest
+		for _, s := range waiting {
+			s.mu.Lock()
+			ts, ps = append(ts, s.timers...), append(ps, s.parallels...)
+			s.mu.Unlock()
+		}
+		c.wait(ts, ps)
+	}
+	ib.abandoned.Store(true)
+	for _, bc := range running {
+		bc.cancel() // real cancellation: their steps see it, and they record nothing
+	}
+	cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpSucceeded,
+		Batch: &cfg, Summary: batch.Summary(state), IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: started, EndedAt: inv.now().UnixNano()}
+	r = c.commit(cp, r)
+	if !r.cp.Status.Terminal() {
+		// Another run of this code opened the batch on the fleet first: this run gives way, and
+		// the next one follows the record.
+		inv.fail(fmt.Errorf("engine: batch %s was opened on the fleet by another run", op))
+	}
+	return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline}
+}
+
+// runInlineBranch runs branch i of the inline batch at op in bc, and reports how it ended.
+func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, spec BatchSpec, reports chan<- inlineReport) {
+	rep := inlineReport{index: i, s: bc.scope}
+	defer func() { // also when the goroutine ends by runtime.Goexit
+		if inv.tel != nil {
+			trace.SpanFromContext(bc.Context).End() // the branch's span (branchContext)
+		}
+		reports <- rep
+	}()
+	id := messages.InlineRecordID(op, i)
+	if r := inv.lookup(id); r != nil {
+		rep.cp = r.cp // finished in an earlier run
+		return
+	}
+	if inv.listed {
+		if r := inv.reload(id); r != nil {
+			rep.cp = r.cp
+			return
+		}
+	}
+	out, err := callBranch(spec.Branches[i], bc)
+	inv.stopped()
+	inv.interrupted(bc, op)
+	cp := &messages.Checkpoint{OpID: id, OpKind: messages.OpBranch, Name: nameAt(spec.Names, i), EndedAt: inv.now().UnixNano()}
+	if err != nil {
+		cp.Status, cp.Error = messages.OpFailed, Info(err)
+	} else {
+		cp.Status, cp.Result = messages.OpSucceeded, out
+	}
+	cp.Inner = bc.scope.take()
+	rep.cp = parent.commit(cp, nil).cp // on a conflict the first writer's outcome stands
+}
+
+func nameAt(names []string, i int) string {
+	if i < len(names) {
+		return names[i]
+	}
+	return ""
+}

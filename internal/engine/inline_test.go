@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jetflow/jetflow/kvstore"
+	"github.com/jetflow/jetflow/messages"
+)
+
+// inlineHandler opens a batch of n branches run inline (each one step returning its index, or
+// failing when fail says so) and returns the summary's counts.
+func inlineHandler(n int, cfg messages.BatchConfig, runs *atomic.Int32, fail func(int) bool) Handler {
+	return func(ctx *Context, _ []byte) ([]byte, error) {
+		cfg.N = n
+		spec := BatchSpec{Name: "p", Config: cfg, Placement: PlaceInline}
+		for i := range n {
+			spec.Branches = append(spec.Branches, func(bc *Context) ([]byte, error) {
+				return bc.Step("s", StepOptions{}, func(*StepContext) ([]byte, error) {
+					runs.Add(1)
+					if fail != nil && fail(i) {
+						return nil, errors.New("no")
+					}
+					return []byte{byte(i)}, nil
+				})
+			})
+		}
+		out, err := ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		s := out.Summary
+		return []byte{byte(s.Started), byte(s.Succeeded), byte(s.Failed)}, nil
+	}
+}
+
+func decodeAt(t *testing.T, store *memStore, op string) *messages.Checkpoint {
+	t.Helper()
+	e, err := store.Get(context.Background(), messages.CheckpointKey("x", op))
+	require.NoError(t, err, op)
+	cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+	require.NoError(t, err)
+	return cp
+}
+
+func TestAnInlineBatchRecordsEachBranchThenItsSummary(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	var runs atomic.Int32
+	h := inlineHandler(5, messages.BatchConfig{MaxConcurrency: 2}, &runs, nil)
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Completed, out.Kind, out.Error)
+	require.Equal(t, []byte{5, 5, 0}, out.Result)
+	require.EqualValues(t, 5, runs.Load())
+	for i := range 5 {
+		cp := decodeAt(t, store, messages.InlineRecordID("1", i))
+		require.Equal(t, messages.OpSucceeded, cp.Status)
+		require.Len(t, cp.Inner, 1, "the branch's step rides on its outcome")
+	}
+	_, err := store.Get(context.Background(), messages.CheckpointKey("x", messages.BranchRecordID("x", "1", 0)))
+	require.ErrorIs(t, err, kvstore.ErrNotFound, "no record a coordinator would count")
+	p := decodeAt(t, store, "1")
+	require.Equal(t, messages.OpSucceeded, p.Status)
+	require.True(t, p.Batch.Inline)
+	require.Equal(t, messages.ReasonAllCompleted, p.Summary.Reason)
+
+	// A replay returns the same without running anything.
+	loaded := make([]Loaded, 0, len(store.m))
+	for _, e := range store.m {
+		cp, err := messages.DecodeAs[*messages.Checkpoint](e.Value)
+		require.NoError(t, err)
+		loaded = append(loaded, Loaded{Checkpoint: cp, Revision: e.Revision})
+	}
+	again := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store}, loaded).Run(context.Background(), h, nil)
+	require.Equal(t, Completed, again.Kind)
+	require.Equal(t, out.Result, again.Result)
+	require.EqualValues(t, 5, runs.Load())
+}
+
+// A run that crashed after some branches recorded their outcomes, and before the batch
+// completed, runs only the others again.
+func TestAnInlineBatchResumesFromItsBranchRecords(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	for _, i := range []int{0, 2} {
+		cp := &messages.Checkpoint{OpID: messages.InlineRecordID("1", i), OpKind: messages.OpBranch, Status: messages.OpSucceeded,
+			Result: []byte{byte(i)}}
+		_, err := store.Create(context.Background(), messages.CheckpointKey("x", cp.OpID), messages.MustEncode(cp))
+		require.NoError(t, err)
+	}
+	var runs atomic.Int32
+	h := inlineHandler(4, messages.BatchConfig{}, &runs, nil)
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Completed, out.Kind, out.Error)
+	require.Equal(t, []byte{4, 4, 0}, out.Result)
+	require.EqualValues(t, 2, runs.Load(), "branches 1 and 3 only")
+}
+
+// The completion policy is the coordinator's: with the default, the first failure ends the
+// batch, and the branches still running are abandoned and record nothing.
+func TestAnInlineBatchAbandonsWhatIsLeftOnceItCompletes(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	stuck := make(chan struct{})
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "p", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline, Branches: []BranchFunc{
+			func(bc *Context) ([]byte, error) {
+				return bc.Step("waits", StepOptions{}, func(sc *StepContext) ([]byte, error) {
+					<-sc.Done() // cancelled when the batch completes without it
+					close(stuck)
+					return []byte{1}, nil
+				})
+			},
+			func(*Context) ([]byte, error) { return nil, errors.New("fails") },
+		}}
+		out, err := ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		return []byte{byte(out.Summary.Reason), byte(out.Summary.Started), byte(out.Summary.Failed)}, nil
+	}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Completed, out.Kind, out.Error)
+	require.Equal(t, []byte{byte(messages.ReasonFailureToleranceExceeded), 2, 1}, out.Result)
+	select {
+	case <-stuck:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned branch's step was never cancelled")
+	}
+	_, err := store.Get(context.Background(), messages.CheckpointKey("x", messages.InlineRecordID("1", 0)))
+	require.ErrorIs(t, err, kvstore.ErrNotFound, "an abandoned branch records nothing")
+}
+
+// A branch that waits keeps its slot; once nothing else can run, the invocation suspends with its
+// timer (for the handler: no path), and the batch is recorded as started, inline.
+func TestAnInlineBranchThatWaitsSuspendsTheInvocation(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	var others atomic.Int32
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "p", Config: messages.BatchConfig{N: 3, MaxConcurrency: 1}, Placement: PlaceInline}
+		spec.Branches = []BranchFunc{
+			func(bc *Context) ([]byte, error) { return []byte{0xc0}, bc.Wait("w", time.Hour) },
+			func(*Context) ([]byte, error) { others.Add(1); return []byte{0xc0}, nil },
+			func(*Context) ([]byte, error) { others.Add(1); return []byte{0xc0}, nil },
+		}
+		_, err := ctx.Parallel(spec)
+		return nil, err
+	}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Suspended, out.Kind, out.Error)
+	require.Len(t, out.Timers, 1)
+	require.Equal(t, "1-1-1", out.Timers[0].OpID)
+	require.Empty(t, out.Timers[0].Path)
+	require.Zero(t, others.Load(), "the waiting branch holds the only slot")
+	p := decodeAt(t, store, "1")
+	require.Equal(t, messages.OpStarted, p.Status)
+	require.True(t, p.Batch.Inline)
+}
+
+// A batch on the fleet opened inside an inline branch is addressed through that branch (Via),
+// and its completion resumes the invocation that runs the inline batch (Path).
+func TestABatchOpenedInAnInlineBranchIsAddressedThroughIt(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	inner := BatchSpec{Name: "inner", Config: messages.BatchConfig{N: 2}, Placement: PlaceFleet,
+		Branches: []BranchFunc{func(*Context) ([]byte, error) { return nil, nil }, func(*Context) ([]byte, error) { return nil, nil }}}
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "outer", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline, Branches: []BranchFunc{
+			func(*Context) ([]byte, error) { return []byte{0xc0}, nil },
+			func(bc *Context) ([]byte, error) { _, err := bc.Parallel(inner); return []byte{0xc0}, err },
+		}}
+		_, err := ctx.Parallel(spec)
+		return nil, err
+	}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Suspended, out.Kind, out.Error)
+	require.Len(t, out.Parallels, 1)
+	req := out.Parallels[0]
+	require.Equal(t, "1-2-1", req.OpID)
+	require.Empty(t, req.Path)
+	require.Equal(t, []messages.BranchRef{{OpID: "1", Index: 1}}, req.Via)
+	require.Equal(t, messages.OpSucceeded, decodeAt(t, store, messages.InlineRecordID("1", 0)).Status, "the other branch finished")
+
+	// A branch task of the inner batch replays through the inline branch and runs its branch.
+	task := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true,
+		Path: []messages.BranchRef{{OpID: "1", Index: 1}, {OpID: "1-2-1", Index: 0}}}, nil)
+	require.NoError(t, store.putRecord(&messages.Checkpoint{OpID: "1-2-1", OpKind: messages.OpParallel, Name: "inner",
+		Status: messages.OpStarted, Batch: &inner.Config}))
+	got := task.Run(context.Background(), h, nil)
+	require.Equal(t, BranchDone, got.Kind, got.Error)
+	require.Equal(t, messages.OpSucceeded, decodeAt(t, store, messages.BranchRecordID("x", "1-2-1", 0)).Status)
+}
+
+func (s *memStore) putRecord(cp *messages.Checkpoint) error {
+	_, err := s.Create(context.Background(), messages.CheckpointKey("x", cp.OpID), messages.MustEncode(cp))
+	return err
+}
