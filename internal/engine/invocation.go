@@ -193,7 +193,7 @@ func (inv *Invocation) RunCached(ctx context.Context, b *CachedBatch) Outcome {
 		parent.depth = len(inv.path) - 1
 		inv.setReplaying(false)
 		inv.runBranch(parent, last.OpID, last.Index, b, false) // branch tasks aim at batches on the fleet
-		return nil, nil // not reached: runBranch ends the goroutine
+		return nil, nil                                        // not reached: runBranch ends the goroutine
 	})
 }
 
