@@ -98,16 +98,20 @@ func TestReplayReturnsCheckpointsWithoutRunning(t *testing.T) {
 // countingStore counts reads and writes.
 type countingStore struct {
 	memStore
-	gets, writes int
+	gets, writes int // under memStore.mu
 }
 
 func (s *countingStore) Get(ctx context.Context, key string) (kvstore.Entry, error) {
+	s.mu.Lock()
 	s.gets++
+	s.mu.Unlock()
 	return s.memStore.Get(ctx, key)
 }
 
 func (s *countingStore) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	s.mu.Lock()
 	s.writes++
+	s.mu.Unlock()
 	return s.memStore.Create(ctx, key, value)
 }
 

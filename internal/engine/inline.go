@@ -97,6 +97,16 @@ func (s *scope) take() []*messages.Checkpoint {
 	return d
 }
 
+// inInline reports whether the branch is, or is inside, a branch of an inline batch.
+func (s *scope) inInline() bool {
+	for ; s != nil; s = s.parent {
+		if s.inline != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *scope) waits() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,7 +235,7 @@ func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, sp
 		rep.cp = r.cp // finished in an earlier run
 		return
 	}
-	if inv.listed {
+	if inv.listed && !inv.firstRun { // see visit: a first run's inline branches have no records
 		if r := inv.reload(id); r != nil {
 			rep.cp = r.cp
 			return

@@ -81,6 +81,18 @@ func TestAnInlineBatchRecordsEachBranchThenItsSummary(t *testing.T) {
 	require.EqualValues(t, 5, runs.Load())
 }
 
+// An execution's first run reads nothing for an inline batch, and writes one record per branch
+// and the batch's record.
+func TestAFirstRunsInlineBatchReadsNothing(t *testing.T) {
+	store := &countingStore{memStore: memStore{m: map[string]kvstore.Entry{}}}
+	var runs atomic.Int32
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true, FirstRun: true}, nil).
+		Run(context.Background(), inlineHandler(3, messages.BatchConfig{}, &runs, nil), nil)
+	require.Equal(t, Completed, out.Kind, out.Error)
+	require.Zero(t, store.gets)
+	require.Equal(t, 4, store.writes)
+}
+
 // A run that crashed after some branches recorded their outcomes, and before the batch
 // completed, runs only the others again.
 func TestAnInlineBatchResumesFromItsBranchRecords(t *testing.T) {

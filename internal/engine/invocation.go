@@ -357,10 +357,12 @@ func (inv *Invocation) visit(c *Context, op string, kind messages.OpKind, name s
 		return nil, err
 	}
 	// A batch an execution's first invocation opens has no record unless a duplicate start
-	// opened it, and the coordinator adopts that record: it need not be read first. Any other
-	// invocation may be replaying past a batch that exists (a branch resumed after the batch it
-	// opened): it reads the record.
-	mayExist := kind != messages.OpParallel || c.depth < len(inv.path) || !inv.firstRun
+	// opened it, and the coordinator adopts that record: it need not be read first. Nor need the
+	// operations of the branches of an inline batch it runs: their records exist only if a
+	// duplicate start ran them, and then their writes conflict and adopt what is stored (their
+	// bodies may run twice: at-least-once). Any other invocation may be replaying past a batch
+	// that exists (a branch resumed after the batch it opened): it reads the record.
+	mayExist := !inv.firstRun || c.depth < len(inv.path) || kind != messages.OpParallel && !c.scope.inInline()
 	if r == nil && inv.listed && mayExist {
 		if r = inv.reload(op); r != nil {
 			return inv.visit(c, op, kind, name)
