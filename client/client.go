@@ -408,12 +408,12 @@ func operationTree(cps []*messages.Checkpoint) []*Operation {
 		}
 		return op
 	}
-	// A branch's first-try steps are stored inside its outcome record.
-	var inner []*messages.Checkpoint
-	for _, cp := range cps {
-		inner = append(inner, cp.Inner...)
+	// A branch's first-try steps are stored inside its outcome record, and the outcomes that
+	// completed an inline batch inside the batch's record (with their steps inside them).
+	cps = slices.Clip(cps) // appended to below: never into the caller's array
+	for i := 0; i < len(cps); i++ {
+		cps = append(cps, cps[i].Inner...)
 	}
-	cps = append(cps, inner...)
 	for _, cp := range cps {
 		if cp.OpKind == messages.OpBranch { // "<op>.<index>.<partition>", or "<op>.<index>" inline
 			parts := strings.Split(cp.OpID, ".")

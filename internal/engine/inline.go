@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -124,20 +125,30 @@ func (inv *Invocation) runsInline(spec BatchSpec) bool {
 	return spec.Config.N <= inv.inlineBranches
 }
 
-// inlineReport is how one branch of an inline batch ended: with its stored outcome, or without
-// one (it suspended, the invocation ended, or it exited its goroutine).
+// inlineReport is a message from a branch of an inline batch: how it ended — with its outcome
+// (found stored by an earlier run, or new, with a verdict channel for the runner's answer), or
+// without one (it suspended, the invocation ended, or it left its goroutine) — or, after it was
+// told to write its new outcome, that the outcome is stored (written).
 type inlineReport struct {
-	index int
-	cp    *messages.Checkpoint
-	s     *scope
+	index   int
+	cp      *messages.Checkpoint
+	s       *scope
+	stored  bool
+	written bool
+	verdict chan bool // true: write it; false: it rides on the batch's record
 }
 
+// maxRidingBytes bounds the outcomes that ride on an inline batch's completed record.
+const maxRidingBytes = 64 << 10
+
 // runInline runs the batch at op on this worker, inside the invocation: the same decisions as
-// the coordinator's (batch.Apply) say which branches run and when the batch is complete, each
-// branch's outcome is stored as it finishes (InlineRecordID), and the batch's record is written
-// once, complete, with its summary. A branch that waits (a Wait, a retry, a batch on the fleet)
-// keeps its slot; once no branch can go on and the batch is not complete, the invocation
-// suspends with everything they wait for, and its next run resumes them from their records.
+// the coordinator's (batch.Apply) say which branches run and when the batch is complete, and the
+// batch's record is written once, complete, with its summary. A branch's outcome is stored as
+// it finishes (InlineRecordID), unless it completes the batch — it and any other that finished
+// at the same moment then ride on the batch's record, so that a batch whose branches end
+// together costs one write. A branch that waits (a Wait, a retry, a batch on the fleet) keeps
+// its slot; once no branch can go on and the batch is not complete, the invocation suspends with
+// everything they wait for, and its next run resumes them from their records.
 func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome {
 	inv := c.inv
 	cfg := spec.Config
@@ -157,9 +168,11 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 		}
 		defer span.End() // also when the invocation suspends here (runtime.Goexit runs it)
 	}
-	reports := make(chan inlineReport, cfg.N) // every branch reports once: sends never block
-	running := make(map[int]*Context)
+	reports := make(chan inlineReport, 2*cfg.N) // a branch reports at most twice: sends never block
+	running := make(map[int]*Context)           // dispatched, outcome not reported
+	writing := make(map[int]*Context)           // told to write its outcome, not stored yet
 	var waiting []*scope
+	var riding []*messages.Checkpoint
 	dispatch := func(d batch.Decision) {
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
 			bc := ib.branchContext(c, op, i)
@@ -170,24 +183,75 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 			go inv.runInlineBranch(bc, c, op, i, spec, reports)
 		}
 	}
+	// stored checks an outcome as stored against the one folded: another run's outcome may have
+	// been stored first; if it differs, this run's decisions are void and it runs again.
+	stored := func(rep inlineReport) {
+		if rep.cp == nil { // the write failed: the invocation aborts
+			inv.stopped()
+			inv.fail(fmt.Errorf("engine: batch %s: branch %d's outcome was not stored", op, rep.index))
+		}
+		writing[rep.index].cancel()
+		delete(writing, rep.index)
+		if batch.Bit(state.FailedBits, rep.index) != (rep.cp.Status == messages.OpFailed) {
+			inv.fail(fmt.Errorf("engine: batch %s: another run stored a different outcome of branch %d", op, rep.index))
+		}
+	}
 	dispatch(d)
-	for !state.Completed && len(running) > 0 {
-		rep := <-reports
-		bc := running[rep.index]
-		delete(running, rep.index)
-		bc.cancel()
-		inv.stopped() // the invocation ended inside a branch: nothing more runs here
-		if rep.cp == nil {
-			if rep.s.waits() {
-				waiting = append(waiting, rep.s) // keeps its slot until it runs again
+	for !state.Completed && len(running)+len(writing) > 0 {
+		got := []inlineReport{<-reports}
+		if len(running) > 1 {
+			runtime.Gosched() // let the branches about to finish report too: they may ride together
+		}
+	drain:
+		for {
+			select {
+			case rep := <-reports:
+				got = append(got, rep)
+			default:
+				break drain
+			}
+		}
+		var fresh []inlineReport
+		for _, rep := range got {
+			inv.stopped() // the invocation ended inside a branch: nothing more runs here
+			if rep.written {
+				stored(rep)
 				continue
 			}
-			// The branch function left its goroutine (runtime.Goexit) without returning.
-			rep.cp = c.commit(&messages.Checkpoint{OpID: messages.InlineRecordID(op, rep.index), OpKind: messages.OpBranch,
-				Name: nameAt(spec.Names, rep.index), Status: messages.OpFailed, EndedAt: inv.now().UnixNano(),
-				Error: &messages.ErrorInfo{Type: "Goexit", Message: "branch exited its goroutine without returning"}}, nil).cp
+			bc := running[rep.index]
+			delete(running, rep.index)
+			if state.Completed {
+				bc.cancel() // finished after an outcome before it completed the batch: abandoned
+				continue
+			}
+			switch {
+			case rep.cp == nil && rep.s.waits():
+				bc.cancel()
+				waiting = append(waiting, rep.s) // keeps its slot until it runs again
+				continue
+			case rep.cp == nil:
+				// The branch function left its goroutine (runtime.Goexit) without returning.
+				bc.cancel()
+				rep.cp = c.commit(&messages.Checkpoint{OpID: messages.InlineRecordID(op, rep.index), OpKind: messages.OpBranch,
+					Name: nameAt(spec.Names, rep.index), Status: messages.OpFailed, EndedAt: inv.now().UnixNano(),
+					Error: &messages.ErrorInfo{Type: "Goexit", Message: "branch exited its goroutine without returning"}}, nil).cp
+			case rep.stored:
+				bc.cancel()
+			default:
+				writing[rep.index] = bc
+				fresh = append(fresh, rep)
+			}
+			dispatch(batch.Apply(state, rep.index, rep.cp.Status == messages.OpFailed))
 		}
-		dispatch(batch.Apply(state, rep.index, rep.cp.Status == messages.OpFailed))
+		ride := state.Completed && ridingSize(fresh) <= maxRidingBytes
+		for _, rep := range fresh {
+			rep.verdict <- !ride
+			if ride {
+				writing[rep.index].cancel()
+				delete(writing, rep.index)
+				riding = append(riding, rep.cp)
+			}
+		}
 	}
 	if !state.Completed {
 		// No branch can go on: the invocation waits for what the waiting branches wait for. The
@@ -210,34 +274,59 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 	for _, bc := range running {
 		bc.cancel() // real cancellation: their steps see it, and they record nothing
 	}
+	for len(writing) > 0 { // the outcomes told to write are stored before the batch's record
+		rep := <-reports
+		inv.stopped()
+		if rep.written {
+			stored(rep)
+		}
+	}
 	cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpSucceeded,
-		Batch: &cfg, Summary: batch.Summary(state), IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: started, EndedAt: inv.now().UnixNano()}
+		Batch: &cfg, Summary: batch.Summary(state), IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: started, EndedAt: inv.now().UnixNano(),
+		Inner: riding}
 	r = c.commit(cp, r)
 	if !r.cp.Status.Terminal() {
 		// Another run of this code opened the batch on the fleet first: this run gives way, and
 		// the next one follows the record.
 		inv.fail(fmt.Errorf("engine: batch %s was opened on the fleet by another run", op))
 	}
-	return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline}
+	return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline, record: r.cp}
+}
+
+func ridingSize(reps []inlineReport) int {
+	n := 0
+	for _, rep := range reps {
+		n += 64 + len(rep.cp.Result) + len(rep.cp.Name)
+		if rep.cp.Error != nil {
+			n += len(rep.cp.Error.Message) + len(rep.cp.Error.Data)
+		}
+		for _, in := range rep.cp.Inner {
+			n += 64 + len(in.Result) + len(in.Name)
+		}
+	}
+	return n
 }
 
 // runInlineBranch runs branch i of the inline batch at op in bc, and reports how it ended.
 func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, spec BatchSpec, reports chan<- inlineReport) {
 	rep := inlineReport{index: i, s: bc.scope}
+	final := true  // rep is still to be sent
 	defer func() { // also when the goroutine ends by runtime.Goexit
 		if inv.tel != nil {
 			trace.SpanFromContext(bc.Context).End() // the branch's span (branchContext)
 		}
-		reports <- rep
+		if final {
+			reports <- rep
+		}
 	}()
 	id := messages.InlineRecordID(op, i)
 	if r := inv.lookup(id); r != nil {
-		rep.cp = r.cp // finished in an earlier run
+		rep.cp, rep.stored = r.cp, true // finished in an earlier run
 		return
 	}
 	if inv.listed && !inv.firstRun { // see visit: a first run's inline branches have no records
 		if r := inv.reload(id); r != nil {
-			rep.cp = r.cp
+			rep.cp, rep.stored = r.cp, true
 			return
 		}
 	}
@@ -251,7 +340,23 @@ func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, sp
 		cp.Status, cp.Result = messages.OpSucceeded, out
 	}
 	cp.Inner = bc.scope.take()
-	rep.cp = parent.commit(cp, nil).cp // on a conflict the first writer's outcome stands
+	verdict := make(chan bool, 1)
+	final = false
+	reports <- inlineReport{index: i, s: bc.scope, cp: cp, verdict: verdict}
+	var write bool
+	select {
+	case write = <-verdict:
+	case <-bc.Done(): // abandoned, or the execution cancelled: an answer, if any, comes first
+		select {
+		case write = <-verdict:
+		default:
+		}
+	}
+	if write {
+		// Should the write fail, the invocation aborts and the report goes without an outcome.
+		final, rep.written = true, true
+		rep.cp = parent.commit(cp, nil).cp // on a conflict the first writer's outcome stands
+	}
 }
 
 func nameAt(names []string, i int) string {

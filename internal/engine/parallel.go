@@ -51,12 +51,20 @@ type BatchOutcome struct {
 	Summary *messages.BatchSummary
 	inv     *Invocation
 	op      string
-	inline  bool // its branches ran inline: their records are InlineRecordIDs
+	inline  bool                 // its branches ran inline: their records are InlineRecordIDs
+	record  *messages.Checkpoint // the batch's, whose Inner holds outcomes that rode on it
 }
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
 	id := branchRecordID(b.inv.execID, b.op, i, b.inline)
+	if b.record != nil {
+		for _, in := range b.record.Inner {
+			if in.OpID == id {
+				return in
+			}
+		}
+	}
 	r := b.inv.lookup(id)
 	if r == nil {
 		r = b.inv.reload(id) // not in the listing: rewritten while it was read
@@ -101,7 +109,7 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 		if targeted {
 			inv.end(Abandoned) // the batch this branch belongs to is over
 		}
-		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline}, nil
+		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline, record: r.cp}, nil
 	}
 	// An inline batch has no record until it completes or suspends; one opened on the fleet has
 	// one (or the request that creates it is on its way). Either stays where it started.
