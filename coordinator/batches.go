@@ -96,10 +96,11 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 	case errors.Is(err, kvstore.ErrConflict):
 		c.spans.drop(key) // opened before: its span is the first opening's
 		if cb, ok := cache.get(key); ok && cb.trusted {
-			// This coordinator opened it and has published every task its stored state has in
-			// flight (the entry is trusted only after that): a stale or repeated request changes
-			// nothing, and dispatching again would run branches twice (their first tasks have
-			// no deduplication id).
+			// This coordinator opened it and published every task its stored state has in
+			// flight: an execution's requests are handled one at a time in its lane, so the
+			// opening either published them all or dropped this entry. A stale or repeated
+			// request changes nothing, and dispatching again would run branches twice (their
+			// first tasks have no deduplication id).
 			return nil
 		}
 		return c.reopenBatch(ctx, key)

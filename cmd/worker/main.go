@@ -24,6 +24,7 @@ func main() {
 func run() error {
 	natsURL := flag.String("nats", "", "NATS server URL (default $NATS_URL, else "+service.DefaultURL+")")
 	concurrency := flag.Int("concurrency", 256, "most handler invocations run at once")
+	inline := flag.Int("inline-branches", 16, "largest Parallel/Map run inline on the worker that reaches it (-1: none)")
 	replicas := flag.Int("replicas", 1, "replication factor of streams and buckets (3 on a 3-node cluster)")
 	drain := flag.Duration("drain", 30*time.Second, "on SIGTERM, how long to let running invocations finish")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
@@ -43,7 +44,7 @@ func run() error {
 		return err
 	}
 	defer nc.Close()
-	w, err := worker.New(nc, &worker.Config{MaxConcurrent: *concurrency, Replicas: *replicas, Logger: log})
+	w, err := worker.New(nc, &worker.Config{MaxConcurrent: *concurrency, InlineBranches: *inline, Replicas: *replicas, Logger: log})
 	if err != nil {
 		return err
 	}

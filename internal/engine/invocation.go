@@ -192,8 +192,9 @@ func (inv *Invocation) RunCached(ctx context.Context, b *CachedBatch) Outcome {
 		parent := root
 		parent.depth = len(inv.path) - 1
 		inv.setReplaying(false)
-		inv.runBranch(parent, last.OpID, last.Index, b, false) // branch tasks aim at batches on the fleet
-		return nil, nil                                        // not reached: runBranch ends the goroutine
+		// Branch tasks aim at batches on the fleet. Not returned from: runBranch ends the goroutine.
+		inv.runBranch(parent, last.OpID, last.Index, b, false)
+		return nil, nil
 	})
 }
 
