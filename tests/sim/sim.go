@@ -55,6 +55,9 @@ type world struct {
 type cachedBatch struct {
 	b   *messages.Batch
 	rev uint64
+	// trusted: this coordinator opened the batch (and has not crashed since), so every task of
+	// the stored state is published: a repeated request dispatches nothing again.
+	trusted bool
 }
 
 type entry struct {
@@ -335,7 +338,13 @@ func (w *world) openBatch(e lifecycle.OpenBatch) {
 	}
 	if created {
 		w.carryOut(b, d)
+		if !b.Completed {
+			w.batchCache[key] = cachedBatch{b: b, rev: w.kv[key].rev, trusted: true}
+		}
 		return
+	}
+	if cached, ok := w.batchCache[key]; ok && cached.trusted {
+		return // opened here: its tasks are out
 	}
 	// Opened before: re-dispatch what is in flight, or complete again.
 	raw, _ := w.get(key)
@@ -399,7 +408,7 @@ func (w *world) coordinatorOutcome(key string) bool {
 			delete(w.batchCache, bkey)
 			continue
 		}
-		w.batchCache[bkey] = cachedBatch{b: &next, rev: w.kv[bkey].rev}
+		w.batchCache[bkey] = cachedBatch{b: &next, rev: w.kv[bkey].rev, trusted: ok && cached.trusted}
 		return true
 	}
 }
