@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
 
@@ -34,11 +35,18 @@ func BenchmarkList(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			for b.Loop() {
-				got, err := s.List(ctx, "x")
-				if err != nil || len(got) != n {
-					b.Fatalf("%d entries, %v", len(got), err)
-				}
+			for _, l := range []struct {
+				name string
+				list func(context.Context, string) ([]kvstore.Entry, error)
+			}{{"List", s.List}, {"ListMany", s.ListMany}} {
+				b.Run(l.name, func(b *testing.B) {
+					for b.Loop() {
+						got, err := l.list(ctx, "x")
+						if err != nil || len(got) != n {
+							b.Fatalf("%d entries, %v", len(got), err)
+						}
+					}
+				})
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -498,7 +499,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		// running it, in case a duplicate start ran before.
 		verify, first = true, true
 	default:
-		if loaded, err = w.load(task.ExecutionID); err != nil {
+		if loaded, err = w.load(task.ExecutionID, resumesLargeBatch(task)); err != nil {
 			var corrupt *corruptError
 			if errors.As(err, &corrupt) {
 				w.report(w.invCtx, msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path,
@@ -626,8 +627,12 @@ func (e *corruptError) Error() string { return e.err.Error() }
 func (e *corruptError) Unwrap() error { return e.err }
 
 // load reads every checkpoint of an execution.
-func (w *Worker) load(executionID string) ([]engine.Loaded, error) {
-	entries, err := w.ckpts.List(w.invCtx, executionID)
+func (w *Worker) load(executionID string, many bool) ([]engine.Loaded, error) {
+	list := w.ckpts.List
+	if many {
+		list = w.ckpts.ListMany
+	}
+	entries, err := list(w.invCtx, executionID)
 	if err != nil {
 		return nil, err
 	}
@@ -640,6 +645,13 @@ func (w *Worker) load(executionID string) ([]engine.Loaded, error) {
 		loaded = append(loaded, engine.Loaded{Checkpoint: cp, Revision: en.Revision})
 	}
 	return loaded, nil
+}
+
+// resumesLargeBatch says whether the task resumes the code that awaited a batch and carries no
+// records: a small batch's resume task carries its records, so this one follows a large batch,
+// and its listing holds at least a record per branch.
+func resumesLargeBatch(t *messages.RunTask) bool {
+	return strings.HasPrefix(t.TaskID, "p.") && len(t.Prior) == 0
 }
 
 // onAbandon handles a batch-complete notice: the batch's running branches here are cancelled,
