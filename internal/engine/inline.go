@@ -186,8 +186,14 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 	// stored checks an outcome as stored against the one folded: another run's outcome may have
 	// been stored first; if it differs, this run's decisions are void and it runs again.
 	stored := func(rep inlineReport) {
-		if rep.cp == nil { // the write failed: the invocation aborts
+		if _, ok := writing[rep.index]; !ok {
+			return // a branch that gave up after its outcome rode on the record, or was abandoned
+		}
+		if rep.cp == nil {
+			// The write failed (the invocation aborts), or the branch gave up before it was told
+			// to write: the worker is stopping or the execution was cancelled.
 			inv.stopped()
+			inv.interrupted(c, op)
 			inv.fail(fmt.Errorf("engine: batch %s: branch %d's outcome was not stored", op, rep.index))
 		}
 		writing[rep.index].cancel()
@@ -343,13 +349,20 @@ func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, sp
 	verdict := make(chan bool, 1)
 	final = false
 	reports <- inlineReport{index: i, s: bc.scope, cp: cp, verdict: verdict}
+	if hook := testHookAwaitingVerdict.Load(); hook != nil {
+		(*hook)()
+	}
 	var write bool
 	select {
 	case write = <-verdict:
-	case <-bc.Done(): // abandoned, or the execution cancelled: an answer, if any, comes first
+	case <-bc.Done(): // abandoned, the execution cancelled or the worker stopping
 		select {
-		case write = <-verdict:
+		case write = <-verdict: // an answer, if any, comes first
 		default:
+			// Gone without an answer: the runner may still tell it to write, and then waits
+			// for this report (a stored outcome, or none) before it goes on.
+			final, rep.written = true, true
+			return
 		}
 	}
 	if write {
@@ -358,6 +371,10 @@ func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, sp
 		rep.cp = parent.commit(cp, nil).cp // on a conflict the first writer's outcome stands
 	}
 }
+
+// testHookAwaitingVerdict runs when a branch has reported its outcome and waits for the
+// runner's answer (tests stop the worker there).
+var testHookAwaitingVerdict atomic.Pointer[func()]
 
 func nameAt(names []string, i int) string {
 	if i < len(names) {

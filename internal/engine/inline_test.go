@@ -307,3 +307,34 @@ func TestAnInlineBranchThatCannotBeStoredAbortsTheInvocation(t *testing.T) {
 	_, err := store.Get(context.Background(), messages.CheckpointKey("x", "1"))
 	require.ErrorIs(t, err, kvstore.ErrNotFound, "the batch did not complete")
 }
+
+// The worker stopping while a branch of an inline batch waits for the runner's answer, with no
+// other branch running (the other waits), ends the invocation: the runner is never left waiting
+// for a branch that gave up (found by the soak test).
+func TestAnInlineBatchEndsWhenTheWorkerStopsMidWay(t *testing.T) {
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "p", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline, Branches: []BranchFunc{
+			func(*Context) ([]byte, error) { return []byte{0}, nil },
+			func(bc *Context) ([]byte, error) { return []byte{1}, bc.Wait("w", time.Hour) },
+		}}
+		_, err := ctx.Parallel(spec)
+		return nil, err
+	}
+	for i := range 50 {
+		store := &memStore{m: map[string]kvstore.Entry{}}
+		ctx, stop := context.WithCancel(context.Background())
+		hook := func() { stop() }
+		testHookAwaitingVerdict.Store(&hook)
+		done := make(chan Outcome, 1)
+		go func() {
+			done <- NewInvocation(ctx, Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(ctx, h, nil)
+		}()
+		select {
+		case out := <-done:
+			require.Contains(t, []OutcomeKind{Aborted, Suspended}, out.Kind, "%v %v", out.Error, out.Cause)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: the invocation hung after the worker stopped", i)
+		}
+	}
+	testHookAwaitingVerdict.Store(nil)
+}
