@@ -220,6 +220,11 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 		var fresh []inlineReport
 		for _, rep := range got {
 			inv.stopped() // the invocation ended inside a branch: nothing more runs here
+			if c.Err() != nil {
+				// The code that awaits the batch was cancelled (its own branch abandoned, the
+				// execution cancelled, the worker stopping): the batch records nothing more.
+				inv.interrupted(c, op)
+			}
 			if rep.written {
 				stored(rep)
 				continue
@@ -286,6 +291,9 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 		if rep.written {
 			stored(rep)
 		}
+	}
+	if c.Err() != nil {
+		inv.interrupted(c, op) // as above: the batch's record is not written either
 	}
 	cp := &messages.Checkpoint{OpID: op, OpKind: messages.OpParallel, Name: spec.Name, Status: messages.OpSucceeded,
 		Batch: &cfg, Summary: batch.Summary(state), IsMap: spec.IsMap, Flat: spec.Flat, StartedAt: started, EndedAt: inv.now().UnixNano(),

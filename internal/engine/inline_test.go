@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -337,4 +338,53 @@ func TestAnInlineBatchEndsWhenTheWorkerStopsMidWay(t *testing.T) {
 		}
 	}
 	testHookAwaitingVerdict.Store(nil)
+}
+
+// A branch abandoned while it runs an inline batch of its own: the inner batch records nothing
+// (neither its branches' outcomes nor its own record).
+func TestAnAbandonedInlineBranchsInnerBatchRecordsNothing(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	innerStarted := make(chan struct{}, 2)
+	blocked := func(bc *Context) ([]byte, error) {
+		return bc.Step("blocked", StepOptions{}, func(sc *StepContext) ([]byte, error) {
+			innerStarted <- struct{}{}
+			<-sc.Done()
+			return []byte{0xc0}, nil
+		})
+	}
+	one := 1
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "outer", Config: messages.BatchConfig{N: 2, MinSuccessful: &one}, Placement: PlaceInline, Branches: []BranchFunc{
+			func(*Context) ([]byte, error) {
+				<-innerStarted // both inner branches are under way
+				<-innerStarted
+				return []byte{0}, nil
+			},
+			func(bc *Context) ([]byte, error) {
+				_, err := bc.Parallel(BatchSpec{Name: "inner", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline,
+					Branches: []BranchFunc{blocked, blocked}})
+				return []byte{1}, err
+			},
+		}}
+		out, err := ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		return []byte{byte(out.Summary.Succeeded)}, nil
+	}
+	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	require.Equal(t, Completed, out.Kind, out.Error)
+	require.Equal(t, []byte{1}, out.Result)
+	// The abandoned branch's goroutines finish on their own; give them the time to write, if
+	// they were to.
+	require.Never(t, func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		for key := range store.m {
+			if strings.HasPrefix(key, "x.1-2-") {
+				return true
+			}
+		}
+		return false
+	}, 200*time.Millisecond, 5*time.Millisecond, "a record of the abandoned branch's inner batch")
 }
