@@ -53,16 +53,21 @@ type BatchOutcome struct {
 	op      string
 	inline  bool                 // its branches ran inline: their records are InlineRecordIDs
 	record  *messages.Checkpoint // the batch's, whose Inner holds outcomes that rode on it
+	riding  map[string]*messages.Checkpoint
 }
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
 	id := branchRecordID(b.inv.execID, b.op, i, b.inline)
-	if b.record != nil {
-		for _, in := range b.record.Inner {
-			if in.OpID == id {
-				return in
+	if b.record != nil && len(b.record.Inner) > 0 {
+		if b.riding == nil {
+			b.riding = make(map[string]*messages.Checkpoint, len(b.record.Inner))
+			for _, in := range b.record.Inner {
+				b.riding[in.OpID] = in
 			}
+		}
+		if in := b.riding[id]; in != nil {
+			return in
 		}
 	}
 	r := b.inv.lookup(id)
