@@ -148,3 +148,84 @@ func TestASmallBatchGivesTheSameResultInlineAndOnTheFleet(t *testing.T) {
 	require.JSONEq(t, fleet, auto)
 	require.Contains(t, auto, `"successCount":4`)
 }
+
+// Inline batches inside the branches of a batch on the fleet, whose branches wait: each fleet
+// branch suspends with its inline branches' timers (addressed to itself), resumes, and the result
+// is the one with everything on the fleet.
+func TestInlineBatchesInsideFleetBranchesThatWait(t *testing.T) {
+	env := durabletest.New(t, durabletest.WithWorkers(2))
+	handler := func(inner durable.Placement) func(durable.Context, string) ([]int, error) {
+		return func(ctx durable.Context, _ string) ([]int, error) {
+			outer := make([]durable.Branch[int], 3)
+			for i := range outer {
+				outer[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
+					res, err := durable.Map(bctx, "inner", []int{1, 2, 3}, func(c durable.Context, item, _ int) (int, error) {
+						if err := durable.Wait(c, "pause", time.Duration(item)*time.Millisecond); err != nil {
+							return 0, err
+						}
+						return durable.Step(c, "times", func(durable.StepContext) (int, error) { return item * (i + 1), nil })
+					}, durable.WithPlacement(inner), durable.WithMaxConcurrency(2))
+					if err != nil {
+						return 0, err
+					}
+					sum := 0
+					for _, v := range res.Results() {
+						sum += v
+					}
+					return sum, nil
+				}}
+			}
+			res, err := durable.Parallel(ctx, "outer", outer, durable.WithPlacement(durable.PlacementFleet))
+			if err != nil {
+				return nil, err
+			}
+			return res.Results(), nil
+		}
+	}
+	durabletest.Register(env, "nested-inline", handler(durable.PlacementInline))
+	durabletest.Register(env, "nested-fleet", handler(durable.PlacementFleet))
+	inline, err := durabletest.Run[[]int](env, "nested-inline", "")
+	require.NoError(t, err)
+	fleet, err := durabletest.Run[[]int](env, "nested-fleet", "")
+	require.NoError(t, err)
+	require.Equal(t, []int{6, 12, 18}, inline)
+	require.Equal(t, fleet, inline)
+}
+
+// A batch on the fleet opened inside a branch of an inline batch: its branch tasks are addressed
+// through the inline branch, its completion resumes the handler, and the inline batch finishes
+// from its records.
+func TestAFleetBatchInsideAnInlineBranch(t *testing.T) {
+	env := durabletest.New(t, durabletest.WithWorkers(2))
+	items := make([]int, 100)
+	for i := range items {
+		items[i] = i
+	}
+	durabletest.Register(env, "fleet-in-inline", func(ctx durable.Context, _ string) ([]int, error) {
+		res, err := durable.Parallel(ctx, "outer", []durable.Branch[int]{
+			{Func: func(c durable.Context) (int, error) {
+				return durable.Step(c, "small", func(durable.StepContext) (int, error) { return 1, nil })
+			}},
+			{Func: func(c durable.Context) (int, error) {
+				squares, err := durable.Map(c, "wide", items, func(c durable.Context, item, _ int) (int, error) {
+					return durable.Step(c, "square", func(durable.StepContext) (int, error) { return item * item, nil })
+				}) // 100 items: on the fleet
+				if err != nil {
+					return 0, err
+				}
+				sum := 0
+				for _, v := range squares.Results() {
+					sum += v
+				}
+				return sum, nil
+			}},
+		}) // 2 branches: inline
+		if err != nil {
+			return nil, err
+		}
+		return res.Results(), nil
+	})
+	got, err := durabletest.Run[[]int](env, "fleet-in-inline", "")
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 328350}, got)
+}
