@@ -141,7 +141,8 @@ func FanOut(ctx durable.Context, in FanOutInput) (int, error) {
 			}, durable.WithRetry(durable.RetryPolicy{MaxAttempts: 1}))
 		}}
 	}
-	opts := []durable.BatchOption{durable.WithCompletion(durable.AllCompleted())}
+	// On the fleet whatever its width: this example is for watching branches spread over workers.
+	opts := []durable.BatchOption{durable.WithCompletion(durable.AllCompleted()), durable.WithPlacement(durable.PlacementFleet)}
 	if in.MaxConcurrency > 0 {
 		opts = append(opts, durable.WithMaxConcurrency(in.MaxConcurrency))
 	}
