@@ -4,85 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/durabletest"
-	"github.com/jetflow/jetflow/messages"
 )
 
-// inlineLedger counts the step bodies of an inline batch and notes any that ran although its
-// branch's outcome was already recorded.
-type inlineLedger struct {
-	kv    jetstream.KeyValue
-	mu    sync.Mutex
-	runs  map[int]int
-	rerun []int
-}
-
-func (l *inlineLedger) body(exec string, i int) {
-	_, err := l.kv.Get(context.Background(), messages.CheckpointKey(exec, messages.InlineRecordID("1", i)))
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.runs[i]++
-	if err == nil {
-		l.rerun = append(l.rerun, i)
-	}
-}
-
-func (l *inlineLedger) total() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, r := range l.runs {
-		n += r
-	}
-	return n
-}
-
-// inlineHandler is a batch of 12 branches run inline, 3 at a time; each checkpoints a step, then
-// works on outside any step, and every fifth fails.
-func inlineHandler(l *inlineLedger) func(durable.Context, string) (string, error) {
-	return func(ctx durable.Context, _ string) (string, error) {
-		branches := make([]durable.Branch[int], 12)
-		for i := range branches {
-			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
-				exec := bctx.ExecutionID()
-				v, err := durable.Step(bctx, "square", func(durable.StepContext) (int, error) {
-					l.body(exec, i)
-					return i * i, nil
-				})
-				if err != nil {
-					return 0, err
-				}
-				hold(bctx, 20*time.Millisecond)
-				if i%5 == 4 {
-					return 0, fmt.Errorf("branch %d refuses", i)
-				}
-				return v, nil
-			}}
-		}
-		res, err := durable.Parallel(ctx, "squares", branches, durable.WithMaxConcurrency(3),
-			durable.WithCompletion(durable.AllCompleted()), durable.WithPlacement(durable.PlacementInline))
-		if err != nil {
-			return "", err
-		}
-		b, err := json.Marshal(res)
-		return string(b), err
-	}
-}
-
-func newInlineLedger(t *testing.T, env *durabletest.Env) *inlineLedger {
-	js, err := jetstream.New(env.Conn())
-	require.NoError(t, err)
-	kv, err := js.KeyValue(context.Background(), messages.CheckpointBucket)
-	require.NoError(t, err)
-	return &inlineLedger{kv: kv, runs: map[int]int{}}
+// inlineHandler is a batch of 12 branches run inline, 3 at a time, every fifth branch failing.
+func inlineHandler(l *stepLedger) func(durable.Context, string) (string, error) {
+	return squares{n: 12, maxConcurrency: 3, hold: 20 * time.Millisecond, refuses: func(i int) bool { return i%5 == 4 },
+		opts: []durable.BatchOption{durable.WithCompletion(durable.AllCompleted()), durable.WithPlacement(durable.PlacementInline)}}.handler(l)
 }
 
 // Every worker killed while an inline batch runs: the batch's task runs again on a new worker,
@@ -91,25 +25,23 @@ func newInlineLedger(t *testing.T, env *durabletest.Env) *inlineLedger {
 func TestAnInlineBatchSurvivesItsWorkersCrash(t *testing.T) {
 	undisturbed := func() string {
 		env := durabletest.New(t)
-		durabletest.Register(env, "inline-squares", inlineHandler(newInlineLedger(t, env)))
+		durabletest.Register(env, "inline-squares", inlineHandler(newStepLedger(env)))
 		got, err := durabletest.Run[string](env, "inline-squares", "")
 		require.NoError(t, err)
 		return got
 	}()
 
 	env := durabletest.New(t, durabletest.WithWorkers(2), durabletest.WithAckWait(time.Second))
-	l := newInlineLedger(t, env)
+	l := newStepLedger(env)
 	durabletest.Register(env, "inline-squares", inlineHandler(l))
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
 	defer cancel()
 	id, err := env.Client().Start(ctx, "inline-squares", "")
 	require.NoError(t, err)
-	eventually(t, func() bool { return l.total() >= 5 }, "five branches under way")
+	eventually(t, func() bool { return l.ran() >= 5 }, "five branches under way")
 	env.KillWorker(0)
 	env.KillWorker(1)
-	l.mu.Lock()
-	before := len(l.runs)
-	l.mu.Unlock()
+	before := l.ran()
 	env.StartWorker(0)
 
 	var got string

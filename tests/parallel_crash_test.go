@@ -41,15 +41,17 @@ func newStepLedger(env *durabletest.Env) *stepLedger {
 	return &stepLedger{kv: kv, runs: map[int]int{}, started: make(chan struct{})}
 }
 
-// body records a run of branch i's step (operation 1-<i+1>-1 of batch 1) in execution exec.
+// body records a run of branch i's step (operation 1-<i+1>-1 of batch 1) in execution exec. The
+// branch's outcome is looked for under both keys: on the fleet, and inline.
 func (l *stepLedger) body(exec string, i int) {
 	ctx := context.Background()
 	_, errStep := l.kv.Get(ctx, messages.CheckpointKey(exec, "1-"+strconv.Itoa(i+1)+"-1"))
 	_, errOutcome := l.kv.Get(ctx, messages.CheckpointKey(exec, messages.BranchRecordID(exec, "1", i)))
+	_, errInline := l.kv.Get(ctx, messages.CheckpointKey(exec, messages.InlineRecordID("1", i)))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.runs[i]++
-	if errStep == nil || errOutcome == nil {
+	if errStep == nil || errOutcome == nil || errInline == nil {
 		l.rerun = append(l.rerun, i)
 	}
 	if len(l.runs) >= 12 {
@@ -57,11 +59,26 @@ func (l *stepLedger) body(exec string, i int) {
 	}
 }
 
-// batchHandler is a 60-branch Parallel, 6 at a time: each branch checkpoints a step, then keeps
-// working outside any step, so that a crash finds branches in every state.
-func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
+// ran reports how many branches have run their step body.
+func (l *stepLedger) ran() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.runs)
+}
+
+// squares is a Parallel "squares" as batch 1 of its handler: each branch checkpoints a step, then
+// keeps working outside any step for hold, so that a crash finds branches in every state; the
+// branches refuses says fail.
+type squares struct {
+	n, maxConcurrency int
+	hold              time.Duration
+	refuses           func(i int) bool
+	opts              []durable.BatchOption
+}
+
+func (sq squares) handler(l *stepLedger) func(durable.Context, string) (string, error) {
 	return func(ctx durable.Context, _ string) (string, error) {
-		branches := make([]durable.Branch[int], 60)
+		branches := make([]durable.Branch[int], sq.n)
 		for i := range branches {
 			branches[i] = durable.Branch[int]{Func: func(bctx durable.Context) (int, error) {
 				exec := bctx.ExecutionID()
@@ -72,21 +89,27 @@ func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
 				if err != nil {
 					return 0, err
 				}
-				hold(bctx, 10*time.Millisecond)
-				if i%7 == 3 {
+				hold(bctx, sq.hold)
+				if sq.refuses(i) {
 					return 0, fmt.Errorf("branch %d refuses", i)
 				}
 				return v, nil
 			}}
 		}
-		res, err := durable.Parallel(ctx, "squares", branches, durable.WithMaxConcurrency(6),
-			durable.WithCompletion(durable.ToleratedFailureCount(20)))
+		opts := append([]durable.BatchOption{durable.WithMaxConcurrency(sq.maxConcurrency)}, sq.opts...)
+		res, err := durable.Parallel(ctx, "squares", branches, opts...)
 		if err != nil {
 			return "", err
 		}
 		b, err := json.Marshal(res)
 		return string(b), err
 	}
+}
+
+// batchHandler is a 60-branch Parallel on the fleet, 6 at a time, every seventh branch failing.
+func batchHandler(l *stepLedger) func(durable.Context, string) (string, error) {
+	return squares{n: 60, maxConcurrency: 6, hold: 10 * time.Millisecond, refuses: func(i int) bool { return i%7 == 3 },
+		opts: []durable.BatchOption{durable.WithCompletion(durable.ToleratedFailureCount(20))}}.handler(l)
 }
 
 // A worker killed while it runs branches, and the coordinator restarted in the middle of the

@@ -89,6 +89,14 @@ func (s *scope) flush(inv *Invocation) {
 	}
 }
 
+// flushAll flushes the branches around s, outermost first, then s.
+func (s *scope) flushAll(inv *Invocation) {
+	if s != nil {
+		s.parent.flushAll(inv)
+		s.flush(inv)
+	}
+}
+
 // take returns the deferred records and forgets them: they ride on the branch's outcome.
 func (s *scope) take() []*messages.Checkpoint {
 	s.mu.Lock()
@@ -122,7 +130,7 @@ func (inv *Invocation) runsInline(spec BatchSpec) bool {
 	case PlaceFleet:
 		return false
 	}
-	return spec.Config.N <= inv.inlineBranches
+	return inv.inlineBranches > 0 && spec.Config.N <= inv.inlineBranches
 }
 
 // inlineReport is a message from a branch of an inline batch: how it ended — with its outcome
@@ -304,7 +312,7 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 		// the next one follows the record.
 		inv.fail(fmt.Errorf("engine: batch %s was opened on the fleet by another run", op))
 	}
-	return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline, record: r.cp}
+	return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, record: r.cp}
 }
 
 func ridingSize(reps []inlineReport) int {

@@ -51,11 +51,27 @@ func decodeAt(t *testing.T, store *memStore, op string) *messages.Checkpoint {
 	return cp
 }
 
+// firstRun runs h as an execution's first invocation over store.
+func firstRun(store Store, h Handler) Outcome {
+	return NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+}
+
+// succeededOf is a handler that runs the batch spec and returns how many branches succeeded.
+func succeededOf(spec BatchSpec) Handler {
+	return func(ctx *Context, _ []byte) ([]byte, error) {
+		out, err := ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		return []byte{byte(out.Summary.Succeeded)}, nil
+	}
+}
+
 func TestAnInlineBatchRecordsEachBranchThenItsSummary(t *testing.T) {
 	store := &memStore{m: map[string]kvstore.Entry{}}
 	var runs atomic.Int32
 	h := inlineHandler(5, messages.BatchConfig{MaxConcurrency: 2}, &runs, nil)
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	out := firstRun(store, h)
 	require.Equal(t, Completed, out.Kind, out.Error)
 	require.Equal(t, []byte{5, 5, 0}, out.Result)
 	require.EqualValues(t, 5, runs.Load())
@@ -146,7 +162,7 @@ func TestAnInlineBatchAbandonsWhatIsLeftOnceItCompletes(t *testing.T) {
 		}
 		return []byte{byte(out.Summary.Reason), byte(out.Summary.Started), byte(out.Summary.Failed)}, nil
 	}
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	out := firstRun(store, h)
 	require.Equal(t, Completed, out.Kind, out.Error)
 	require.Equal(t, []byte{byte(messages.ReasonFailureToleranceExceeded), 2, 1}, out.Result)
 	select {
@@ -173,7 +189,7 @@ func TestAnInlineBranchThatWaitsSuspendsTheInvocation(t *testing.T) {
 		_, err := ctx.Parallel(spec)
 		return nil, err
 	}
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	out := firstRun(store, h)
 	require.Equal(t, Suspended, out.Kind, out.Error)
 	require.Len(t, out.Timers, 1)
 	require.Equal(t, "1-1-1", out.Timers[0].OpID)
@@ -198,7 +214,7 @@ func TestABatchOpenedInAnInlineBranchIsAddressedThroughIt(t *testing.T) {
 		_, err := ctx.Parallel(spec)
 		return nil, err
 	}
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	out := firstRun(store, h)
 	require.Equal(t, Suspended, out.Kind, out.Error)
 	require.Len(t, out.Parallels, 1)
 	req := out.Parallels[0]
@@ -226,30 +242,23 @@ func (s *memStore) putRecord(cp *messages.Checkpoint) error {
 // batch rides on the batch's record.
 func TestAnInlineBranchIsStoredAsItFinishes(t *testing.T) {
 	store := &memStore{m: map[string]kvstore.Entry{}}
-	h := func(ctx *Context, _ []byte) ([]byte, error) {
-		first := messages.CheckpointKey("x", messages.InlineRecordID("1", 0))
-		spec := BatchSpec{Name: "p", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline, Branches: []BranchFunc{
-			func(*Context) ([]byte, error) { return []byte{0}, nil },
-			func(*Context) ([]byte, error) {
-				deadline := time.Now().Add(10 * time.Second)
-				for { // finishes only once branch 0's outcome is stored
-					if _, err := store.Get(context.Background(), first); err == nil {
-						return []byte{1}, nil
-					}
-					if time.Now().After(deadline) {
-						return nil, errors.New("branch 0 was never stored on its own")
-					}
-					runtime.Gosched()
+	first := messages.CheckpointKey("x", messages.InlineRecordID("1", 0))
+	h := succeededOf(BatchSpec{Name: "p", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline, Branches: []BranchFunc{
+		func(*Context) ([]byte, error) { return []byte{0}, nil },
+		func(*Context) ([]byte, error) {
+			deadline := time.Now().Add(10 * time.Second)
+			for { // finishes only once branch 0's outcome is stored
+				if _, err := store.Get(context.Background(), first); err == nil {
+					return []byte{1}, nil
 				}
-			},
-		}}
-		out, err := ctx.Parallel(spec)
-		if err != nil {
-			return nil, err
-		}
-		return []byte{byte(out.Summary.Succeeded)}, nil
-	}
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+				if time.Now().After(deadline) {
+					return nil, errors.New("branch 0 was never stored on its own")
+				}
+				runtime.Gosched()
+			}
+		},
+	}})
+	out := firstRun(store, h)
 	require.Equal(t, Completed, out.Kind, out.Error)
 	require.Equal(t, []byte{2}, out.Result)
 	p := decodeAt(t, store, "1")
@@ -296,7 +305,7 @@ func TestAnInlineBranchThatCannotBeStoredAbortsTheInvocation(t *testing.T) {
 	}
 	done := make(chan Outcome, 1)
 	go func() {
-		done <- NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+		done <- firstRun(store, h)
 	}()
 	select {
 	case out := <-done:
@@ -353,26 +362,19 @@ func TestAnAbandonedInlineBranchsInnerBatchRecordsNothing(t *testing.T) {
 		})
 	}
 	one := 1
-	h := func(ctx *Context, _ []byte) ([]byte, error) {
-		spec := BatchSpec{Name: "outer", Config: messages.BatchConfig{N: 2, MinSuccessful: &one}, Placement: PlaceInline, Branches: []BranchFunc{
-			func(*Context) ([]byte, error) {
-				<-innerStarted // both inner branches are under way
-				<-innerStarted
-				return []byte{0}, nil
-			},
-			func(bc *Context) ([]byte, error) {
-				_, err := bc.Parallel(BatchSpec{Name: "inner", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline,
-					Branches: []BranchFunc{blocked, blocked}})
-				return []byte{1}, err
-			},
-		}}
-		out, err := ctx.Parallel(spec)
-		if err != nil {
-			return nil, err
-		}
-		return []byte{byte(out.Summary.Succeeded)}, nil
-	}
-	out := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, FirstRun: true}, nil).Run(context.Background(), h, nil)
+	h := succeededOf(BatchSpec{Name: "outer", Config: messages.BatchConfig{N: 2, MinSuccessful: &one}, Placement: PlaceInline, Branches: []BranchFunc{
+		func(*Context) ([]byte, error) {
+			<-innerStarted // both inner branches are under way
+			<-innerStarted
+			return []byte{0}, nil
+		},
+		func(bc *Context) ([]byte, error) {
+			_, err := bc.Parallel(BatchSpec{Name: "inner", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline,
+				Branches: []BranchFunc{blocked, blocked}})
+			return []byte{1}, err
+		},
+	}})
+	out := firstRun(store, h)
 	require.Equal(t, Completed, out.Kind, out.Error)
 	require.Equal(t, []byte{1}, out.Result)
 	// The abandoned branch's goroutines finish on their own; give them the time to write, if

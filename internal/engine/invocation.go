@@ -415,15 +415,7 @@ func (c *Context) deferWrite(cp *messages.Checkpoint) *record {
 
 // flush writes the deferred records of c's branch and the branches around it, outermost first:
 // a record is never stored before the operations that came before it.
-func (c *Context) flush() {
-	var chain []*scope
-	for s := c.scope; s != nil; s = s.parent {
-		chain = append(chain, s)
-	}
-	for i := len(chain) - 1; i >= 0; i-- {
-		chain[i].flush(c.inv)
-	}
-}
+func (c *Context) flush() { c.scope.flushAll(c.inv) }
 
 func (inv *Invocation) write(cp *messages.Checkpoint, prev *record) *record {
 	data := messages.MustEncode(cp)

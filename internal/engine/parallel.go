@@ -51,15 +51,16 @@ type BatchOutcome struct {
 	Summary *messages.BatchSummary
 	inv     *Invocation
 	op      string
-	inline  bool                 // its branches ran inline: their records are InlineRecordIDs
-	record  *messages.Checkpoint // the batch's, whose Inner holds outcomes that rode on it
-	riding  map[string]*messages.Checkpoint
+	// record is the batch's: Batch.Inline says where its outcomes are, and Inner holds those that
+	// rode on it (riding indexes them by id, on first use).
+	record *messages.Checkpoint
+	riding map[string]*messages.Checkpoint
 }
 
 // Branch returns the outcome record of branch i (nil if it has none).
 func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
-	id := branchRecordID(b.inv.execID, b.op, i, b.inline)
-	if b.record != nil && len(b.record.Inner) > 0 {
+	id := branchRecordID(b.inv.execID, b.op, i, b.record.Batch != nil && b.record.Batch.Inline)
+	if len(b.record.Inner) > 0 {
 		if b.riding == nil {
 			b.riding = make(map[string]*messages.Checkpoint, len(b.record.Inner))
 			for _, in := range b.record.Inner {
@@ -114,7 +115,7 @@ func (c *Context) Parallel(spec BatchSpec) (*BatchOutcome, error) {
 		if targeted {
 			inv.end(Abandoned) // the batch this branch belongs to is over
 		}
-		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, inline: r.cp.Batch != nil && r.cp.Batch.Inline, record: r.cp}, nil
+		return &BatchOutcome{Summary: r.cp.Summary, inv: inv, op: op, record: r.cp}, nil
 	}
 	// An inline batch has no record until it completes or suspends; one opened on the fleet has
 	// one (or the request that creates it is on its way). Either stays where it started.
