@@ -110,7 +110,7 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 	}
 	if !b.Completed {
 		// The branch loop folds from this copy (it is never modified: folds work on copies).
-		cb := &cachedBatch{state: b, rev: rev, trusted: true}
+		cb := &cachedBatch{state: b, rev: rev, trusted: true, rollup: newRollup(b)}
 		if len(b.Prior) > 0 {
 			cb.outcomes = []messages.Prior{} // a small batch: keep its outcomes for the resume task
 		}
@@ -196,7 +196,7 @@ func (c *Coordinator) reopenBatch(ctx context.Context, key string) error {
 	}
 	if b.Completed {
 		// Completed at opening (no branches, say), perhaps with a crash before the effects.
-		return c.completeBatch(ctx, b, nil)
+		return c.completeBatch(ctx, b, nil, 0)
 	}
 	var tasks []*messages.RunTask
 	batch.InFlight(b, func(i int) { tasks = append(tasks, again(branchTask(b, i))) })
@@ -216,22 +216,25 @@ func (c *Coordinator) carryOutBatch(ctx context.Context, b *messages.Batch, d ba
 		}
 	}
 	if d.Complete {
-		return c.completeBatch(ctx, b, []messages.Prior{}) // no branches: no outcomes to carry
+		return c.completeBatch(ctx, b, []messages.Prior{}, 0) // no branches: no outcomes to carry
 	}
 	return nil
 }
 
 // completeBatch freezes the batch in its checkpoint, tells workers to abandon its running
-// branches, and resumes the code that awaits it.
-func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outcomes []messages.Prior) error {
+// branches, and resumes the code that awaits it. rolled is the number of stored rollup parts
+// that hold every outcome the batch counted (0: none).
+func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outcomes []messages.Prior, rolled int) error {
 	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
 	written := false
 	var final messages.Prior // the batch's record as completed, for the resume task
+	summary := batch.Summary(b)
+	summary.Rollup = rolled
 	if b.Record != nil && b.Record.Status == messages.OpStarted {
 		// The record as the opener stored it: one compare-and-set, no read. A conflict means it
 		// changed since (completed before a crash, say): read it as below.
 		cp := *b.Record
-		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
+		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, summary, time.Now().UnixNano()
 		rev, err := c.ckpts.Update(ctx, key, messages.MustEncode(&cp), b.RecordRev)
 		if err != nil && !errors.Is(err, kvstore.ErrConflict) {
 			return err
@@ -257,7 +260,7 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outc
 			final = messages.Prior{Checkpoint: cp, Revision: e.Revision}
 			break
 		}
-		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, batch.Summary(b), time.Now().UnixNano()
+		cp.Status, cp.Summary, cp.EndedAt = messages.OpSucceeded, summary, time.Now().UnixNano()
 		if rev, err := c.ckpts.Update(ctx, key, messages.MustEncode(cp), e.Revision); err == nil {
 			final = messages.Prior{Checkpoint: cp, Revision: rev}
 			break
@@ -320,8 +323,6 @@ func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTas
 	}
 	return nil
 }
-
-var errUnreadableOutcome = errors.New("coordinator: not a branch outcome")
 
 // outcomeRef is a branch outcome message: which batch, which branch.
 type outcomeRef struct {
@@ -420,9 +421,9 @@ const maxParallelFolds = 32
 // foldGroup folds one batch's outcomes and acks them (or leaves them to come again).
 func (c *Coordinator) foldGroup(ctx context.Context, part *partition, key string, refs []outcomeRef) {
 	early, err := c.applyOutcomes(ctx, part, key, refs)
-	if errors.Is(err, kvstore.ErrNotFound) || errors.Is(err, errUnreadableOutcome) {
-		// No batch has this key (a batch's state is stored before its first dispatch), or the
-		// record is not an outcome: nothing a retry can mend.
+	if errors.Is(err, kvstore.ErrNotFound) {
+		// No batch has this key (a batch's state is stored before its first dispatch): nothing a
+		// retry can mend.
 		c.log.Warn("dropping branch outcomes", "batch", key, "error", err)
 		for _, r := range refs {
 			_ = r.msg.Term()
@@ -437,17 +438,26 @@ func (c *Coordinator) foldGroup(ctx context.Context, part *partition, key string
 		return
 	}
 	for _, r := range refs {
-		if early[r.index] {
+		switch early[r.index] {
+		case outcomeEarly:
 			_ = r.msg.NakWithDelay(100 * time.Millisecond) // ahead of the state: again later
-			continue
+		case outcomeUnreadable:
+			_ = r.msg.Term() // not a branch outcome: nothing a retry can mend
+		default:
+			ack(r.msg)
 		}
-		ack(r.msg)
 	}
 }
 
-// applyOutcomes folds refs into their batch and returns the branches whose outcomes came ahead of
-// the stored state (to be applied again later).
-func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key string, refs []outcomeRef) (map[int]bool, error) {
+// What applyOutcomes says of an outcome it did not fold.
+const (
+	outcomeEarly      = 1 // ahead of the stored state: to be applied again later
+	outcomeUnreadable = 2 // not a branch outcome record (logged): dropped
+)
+
+// applyOutcomes folds refs into their batch and returns the branches whose outcomes it did not
+// fold: outcomeEarly or outcomeUnreadable.
+func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key string, refs []outcomeRef) (map[int]int, error) {
 	cache := part.batches
 	cb, err := c.loadBatch(ctx, part, key)
 	if err != nil {
@@ -465,38 +475,56 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 	b.Done, b.FailedBits = append([]byte(nil), b.Done...), append([]byte(nil), b.FailedBits...)
 	var tasks []*messages.RunTask
 	complete := false
-	var early map[int]bool
+	var skipped map[int]int
+	skip := func(i, why int) {
+		if skipped == nil {
+			skipped = map[int]int{}
+		}
+		skipped[i] = why
+	}
 	// What this fold dispatches was never dispatched before if this coordinator opened the batch
 	// and has stored every fold since (its state is the whole truth), and no outcome here was
 	// folded before (by a coordinator that crashed before storing). Otherwise a branch it
 	// dispatches may have been dispatched already: the task is deduplicated and, not fresh, checks
 	// for its outcome before it runs.
 	redo := !cb.trusted
-	for _, r := range refs {
-		if md, err := r.msg.Metadata(); err != nil || md.NumDelivered > 1 {
+	revs := make([]uint64, len(refs))
+	for i, r := range refs {
+		md, err := r.msg.Metadata()
+		if err != nil || md.NumDelivered > 1 {
 			redo = true
+		}
+		if err == nil {
+			revs[i] = md.Sequence.Stream
 		}
 	}
 	outcomes := cb.outcomes // nil: not kept
-	for _, r := range refs {
+	ru := cb.rollup
+	for k, r := range refs {
 		value, err := c.ckpts.Unframe(ctx, r.msg.Subject(), r.msg.Data())
 		if err != nil {
+			ru.abandon() // this fold may not be stored: the rollup may no longer match the state
 			return nil, err
 		}
 		cp, err := messages.PeekOutcome(value) // its kind and status are all the fold needs
 		if err != nil || cp.OpKind != messages.OpBranch || !cp.Status.Terminal() {
-			return nil, fmt.Errorf("%w: %s: %v", errUnreadableOutcome, r.msg.Subject(), err)
+			c.log.Warn("dropping a record that is not a branch outcome", "subject", r.msg.Subject(), "error", err)
+			skip(r.index, outcomeUnreadable)
+			continue
 		}
 		counted := !b.Completed && r.index < b.Next && !batch.Bit(b.Done, r.index)
 		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
-		if outcomes != nil && counted {
-			outcomes = c.keepOutcome(outcomes, r.msg, value)
+		if counted {
+			if outcomes != nil {
+				outcomes = c.keepOutcome(outcomes, r.msg, value)
+			}
+			if revs[k] == 0 {
+				ru.abandon()
+			}
+			ru.add(c, revs[k], value)
 		}
 		if d.Early {
-			if early == nil {
-				early = map[int]bool{}
-			}
-			early[r.index] = true
+			skip(r.index, outcomeEarly)
 		}
 		for i := d.DispatchFrom; i < d.DispatchTo; i++ {
 			if t := branchTask(&b, i); redo {
@@ -510,23 +538,25 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 		}
 	}
 	if err := c.publishTasks(ctx, tasks, b.TraceParent, redo); err != nil {
+		ru.abandon()
 		return nil, err
 	}
 	if complete {
-		if err := c.completeBatch(ctx, &b, outcomes); err != nil {
+		if err := c.completeBatch(ctx, &b, outcomes, ru.finish(ctx, c)); err != nil {
 			return nil, err
 		}
 	}
 	rev, err := c.batches.Update(ctx, key, messages.MustEncode(&b), cb.rev)
 	if err != nil {
+		ru.abandon()
 		return nil, err
 	}
 	if b.Completed {
 		cache.drop(key)
 	} else {
-		cache.put(key, &cachedBatch{state: &b, rev: rev, outcomes: outcomes, trusted: cb.trusted})
+		cache.put(key, &cachedBatch{state: &b, rev: rev, outcomes: outcomes, trusted: cb.trusted, rollup: ru})
 	}
-	return early, nil
+	return skipped, nil
 }
 
 // keepOutcome adds a folded outcome record to those a resume task will carry, or returns nil
@@ -595,6 +625,8 @@ type cachedBatch struct {
 	// trusted: this coordinator created the batch and stored every fold of it since, so no task
 	// of it was published that this state does not account for.
 	trusted bool
+	// rollup gathers the outcomes of a large batch this coordinator opened (nil: none).
+	rollup *rollup
 }
 
 // maxCarriedOutcomeBytes bounds the outcome records a resume task carries.

@@ -109,6 +109,19 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (uint64, e
 	return rev, nil
 }
 
+// PutAsync starts storing value under key, whatever the key holds, and returns at once; the
+// future reports the outcome. ok is false for a value too large for one message: use Put.
+func (s *Store) PutAsync(key string, value []byte) (f jetstream.PubAckFuture, ok bool, err error) {
+	if len(value) > s.limit {
+		return nil, false, nil
+	}
+	f, err = s.js.PublishMsgAsync(&nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: inlineFrame(value)}, jetstream.WithStallWait(10*time.Second))
+	if err != nil {
+		return nil, true, fmt.Errorf("kvstore: put %s: %w", key, err)
+	}
+	return f, true, nil
+}
+
 // CreateAsync starts a create-if-absent of key and returns at once; the future reports the
 // outcome (IsConflict tells a key that existed). ok is false for a value too large for one
 // message: use Create.
@@ -116,10 +129,7 @@ func (s *Store) CreateAsync(key string, value []byte) (f jetstream.PubAckFuture,
 	if len(value) > s.limit {
 		return nil, false, nil
 	}
-	data := make([]byte, 1+len(value))
-	data[0] = frameInline
-	copy(data[1:], value)
-	msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: data,
+	msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: inlineFrame(value),
 		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: expectNone}}
 	f, err = s.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 	if err != nil {
@@ -168,35 +178,47 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (uint64, erro
 
 // List returns every entry whose key starts with prefix + ".", in no particular order.
 func (s *Store) List(ctx context.Context, prefix string) ([]Entry, error) {
+	return s.list(ctx, prefix+".>")
+}
+
+// ListShallow returns the entries whose key is prefix + "." + one more token: "x.1" and
+// "x.2-1" for prefix "x", not "x.2.0". A filter of one wildcard is served from the stream's
+// index of subjects: the deeper keys cost nothing to skip.
+func (s *Store) ListShallow(ctx context.Context, prefix string) ([]Entry, error) {
+	return s.list(ctx, prefix+".*")
+}
+
+func (s *Store) list(ctx context.Context, filter string) ([]Entry, error) {
 	if s.direct {
-		if out, ok, err := s.directList(ctx, prefix); ok || err != nil {
+		if out, ok, err := s.directList(ctx, filter); ok || err != nil {
 			return out, err
 		}
 	}
-	return s.watchList(ctx, prefix)
+	return s.watch(ctx, filter)
 }
 
 // ListMany is List for a listing expected to hold more than a few dozen keys: it reads with a
 // watch at once. (A batched direct get answers at most directListMax keys, yet the server first
 // gathers every key under the prefix: for 1,000 keys List takes a third longer than this.)
 func (s *Store) ListMany(ctx context.Context, prefix string) ([]Entry, error) {
-	return s.watchList(ctx, prefix)
+	return s.watch(ctx, prefix+".>")
 }
 
 // directListMax is the most keys directList reads; larger listings are faster with a watch.
 const directListMax = 64
 
-// directList asks the stream for the last message of every key under prefix in one request
+// directList asks the stream for the last message of every key matching filter in one request
 // (a JetStream batched direct get). ok is false when there are more than directListMax keys or
 // the answer would pass the server's byte limit: the caller lists another way.
-func (s *Store) directList(ctx context.Context, prefix string) (out []Entry, ok bool, err error) {
+func (s *Store) directList(ctx context.Context, filter string) (out []Entry, ok bool, err error) {
+	prefix := filter
 	replies, inbox, done, err := s.replies()
 	if err != nil {
 		return nil, false, fmt.Errorf("kvstore: list %s: %w", prefix, err)
 	}
 	defer done()
 	kvPrefix := "$KV." + s.bucket + "."
-	req, _ := json.Marshal(map[string]any{"multi_last": []string{kvPrefix + prefix + ".>"}, "batch": directListMax})
+	req, _ := json.Marshal(map[string]any{"multi_last": []string{kvPrefix + filter}, "batch": directListMax})
 	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+s.bucket, inbox, req); err != nil {
 		return nil, false, fmt.Errorf("kvstore: list %s: %w", prefix, err)
 	}
@@ -271,10 +293,6 @@ func (s *Store) replies() (<-chan *nats.Msg, string, func(), error) {
 // ListAll returns every entry of the bucket.
 func (s *Store) ListAll(ctx context.Context) ([]Entry, error) { return s.watch(ctx, ">") }
 
-func (s *Store) watchList(ctx context.Context, prefix string) ([]Entry, error) {
-	return s.watch(ctx, prefix+".>")
-}
-
 // watch returns the entries whose keys match the filter, read with a watch that ends at the
 // last one stored.
 func (s *Store) watch(ctx context.Context, filter string) ([]Entry, error) {
@@ -314,10 +332,7 @@ func (s *Store) Unframe(ctx context.Context, key string, framed []byte) ([]byte,
 
 func (s *Store) frame(ctx context.Context, key string, value []byte) (framed []byte, blob string, err error) {
 	if len(value) <= s.limit {
-		framed = make([]byte, 1+len(value))
-		framed[0] = frameInline
-		copy(framed[1:], value)
-		return framed, "", nil
+		return inlineFrame(value), "", nil
 	}
 	// A fresh name per write: a losing writer's blob never overwrites the winner's.
 	blob = key + "/" + nuid.Next()
@@ -325,6 +340,14 @@ func (s *Store) frame(ctx context.Context, key string, value []byte) (framed []b
 		return nil, "", fmt.Errorf("kvstore: store large value of %s (%d bytes): %w", key, len(value), err)
 	}
 	return append([]byte{frameBlob}, blob...), blob, nil
+}
+
+// inlineFrame returns value framed as stored inline.
+func inlineFrame(value []byte) []byte {
+	framed := make([]byte, 1+len(value))
+	framed[0] = frameInline
+	copy(framed[1:], value)
+	return framed
 }
 
 func (s *Store) entry(ctx context.Context, key string, framed []byte, rev uint64) (Entry, error) {

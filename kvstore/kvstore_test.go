@@ -3,6 +3,7 @@ package kvstore_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -115,6 +116,37 @@ func TestStore(t *testing.T) {
 				require.NoError(t, err)
 				require.Empty(t, none)
 			})
+			t.Run("list one level", func(t *testing.T) {
+				// Few keys: one batched direct get; many: a watch. Both leave the deeper keys out.
+				for _, deep := range []int{2, 100} {
+					x := fmt.Sprintf("lv%d", deep)
+					want := map[string]string{}
+					for _, k := range []string{x + ".1", x + ".2", x + ".2-1"} {
+						_, err := s.Put(ctx, k, []byte("value of "+k))
+						require.NoError(t, err)
+						want[k] = "value of " + k
+					}
+					for i := range deep {
+						f, ok, err := s.PutAsync(fmt.Sprintf("%s.2.%d.3", x, i), []byte("deep"))
+						require.NoError(t, err)
+						require.True(t, ok)
+						_, err = awaitAck(ctx, f)
+						require.NoError(t, err)
+					}
+					_, err := s.Put(ctx, x+".2.0", []byte("three tokens"))
+					require.NoError(t, err)
+					got, err := s.ListShallow(ctx, x)
+					require.NoError(t, err)
+					keys := map[string]string{}
+					for _, e := range got {
+						keys[e.Key] = string(e.Value)
+					}
+					require.Equal(t, want, keys)
+					all, err := s.List(ctx, x)
+					require.NoError(t, err)
+					require.Len(t, all, 3+deep+1)
+				}
+			})
 		})
 	}
 }
@@ -138,4 +170,15 @@ func TestLargeValueStoredWhole(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, all, 1)
 	require.Equal(t, bigger, all[0].Value)
+}
+
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }

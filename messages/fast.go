@@ -206,6 +206,8 @@ func (s *BatchSummary) read(r *reader, key []byte) (err error) {
 		s.Done, err = r.bytes()
 	case "fb":
 		s.FailedBits, err = r.bytes()
+	case "ru":
+		err = setInt(r, &s.Rollup)
 	default:
 		err = r.skip()
 	}
@@ -344,4 +346,42 @@ func (s *keySet) repeated(key []byte) bool {
 	s.seen[s.n] = key
 	s.n++
 	return false
+}
+
+// AppendResultFields appends to dst the branch outcome record data with only the fields a
+// batch's result is rebuilt from: the header, the operation id and kind, the status, the result
+// and the error. It is what a Rollup keeps of each record (a branch's first-try steps, its name
+// and its times can be a good half of the record).
+func AppendResultFields(dst, data []byte) ([]byte, error) {
+	r := &reader{b: data}
+	n, err := r.mapLen()
+	if err != nil || n < 0 {
+		return dst, fmt.Errorf("%w: not a record", ErrMalformed)
+	}
+	type span struct{ from, to int }
+	var keep [8]span
+	k := 0
+	for range n {
+		from := r.i
+		key, err := r.raw()
+		if err == nil {
+			err = r.skip()
+		}
+		if err != nil {
+			return dst, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		switch string(key) {
+		case "v", "k", "op", "ok", "st", "r", "e":
+			if k == len(keep) {
+				return dst, fmt.Errorf("%w: a key repeated", ErrMalformed)
+			}
+			keep[k] = span{from, r.i}
+			k++
+		}
+	}
+	dst = appendMapLen(dst, k)
+	for _, s := range keep[:k] {
+		dst = append(dst, data[s.from:s.to]...)
+	}
+	return dst, nil
 }

@@ -1,6 +1,9 @@
 package messages
 
 import (
+	"bytes"
+	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -123,7 +126,8 @@ func drawCheckpoint(t *rapid.T, depth int) *Checkpoint {
 	}
 	if rapid.Bool().Draw(t, "summary") {
 		cp.Summary = &BatchSummary{Reason: CompletionReason(rapid.Uint8().Draw(t, "reason")), Started: small.Draw(t, "sn"),
-			Succeeded: small.Draw(t, "s"), Failed: small.Draw(t, "f"), Done: drawBytes(t, "d"), FailedBits: drawBytes(t, "fb")}
+			Succeeded: small.Draw(t, "s"), Failed: small.Draw(t, "f"), Done: drawBytes(t, "d"), FailedBits: drawBytes(t, "fb"),
+			Rollup: small.Draw(t, "ru")}
 	}
 	if depth > 0 {
 		for range rapid.IntRange(0, 3).Draw(t, "inner") {
@@ -135,4 +139,54 @@ func drawCheckpoint(t *rapid.T, depth int) *Checkpoint {
 		}
 	}
 	return cp
+}
+
+// A rollup keeps of each outcome record what a batch's result is rebuilt from, and reads back
+// the same; a rollup cut short or miscounted is refused.
+func TestRollupEntries(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		cp := drawCheckpoint(t, 2)
+		data := MustEncode(cp)
+		fields, err := AppendResultFields([]byte{0xff}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fields[0] != 0xff {
+			t.Fatal("AppendResultFields overwrote dst")
+		}
+		got, err := DecodeAs[*Checkpoint](fields[1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What the record decodes to, but for the fields a rollup leaves out.
+		want, err := DecodeAs[*Checkpoint](data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = &Checkpoint{Header: want.Header, OpID: want.OpID, OpKind: want.OpKind, Status: want.Status, Result: want.Result, Error: want.Error}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("kept %+v, want %+v", got, want)
+		}
+		rev := rapid.Uint64().Draw(t, "rev")
+		r := &Rollup{Count: 2, Entries: AppendRollupEntry(AppendRollupEntry(nil, rev, fields[1:]), 7, data)}
+		var revs []uint64
+		var records [][]byte
+		if err := r.Each(func(rev uint64, record []byte) error {
+			revs, records = append(revs, rev), append(records, record)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(revs, []uint64{rev, 7}) || !bytes.Equal(records[0], fields[1:]) || !bytes.Equal(records[1], data) {
+			t.Fatalf("read back %v %x", revs, records)
+		}
+		for _, bad := range []*Rollup{{Count: 3, Entries: r.Entries}, {Count: 2, Entries: r.Entries[:len(r.Entries)-1]}, {Count: 1, Entries: r.Entries}} {
+			if err := bad.Each(func(uint64, []byte) error { return nil }); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("rollup of %d entries claiming %d: %v", len(bad.Entries), bad.Count, err)
+			}
+		}
+	})
+	if _, err := AppendResultFields(nil, []byte{0x92, 1, 2}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an array taken for a record: %v", err)
+	}
 }

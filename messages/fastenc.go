@@ -171,6 +171,9 @@ func appendSummary(b []byte, s *BatchSummary) []byte {
 	if len(s.FailedBits) > 0 {
 		n++
 	}
+	if s.Rollup != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendUint8(appendStr(b, "rs"), uint8(s.Reason))
 	b = appendInt(appendStr(b, "sn"), int64(s.Started))
@@ -181,6 +184,9 @@ func appendSummary(b []byte, s *BatchSummary) []byte {
 	}
 	if len(s.FailedBits) > 0 {
 		b = appendBin(appendStr(b, "fb"), s.FailedBits)
+	}
+	if s.Rollup != 0 {
+		b = appendInt(appendStr(b, "ru"), int64(s.Rollup))
 	}
 	return b
 }

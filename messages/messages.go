@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -25,6 +26,7 @@ const (
 	KindBatch           Kind = 8  // record: the coordinator's state of one Parallel or Map
 	KindAbandon         Kind = 9  // core NATS notice: abandon the running branches of a completed batch
 	KindCancelExecution Kind = 10 // event: a client asks for an execution to stop
+	KindRollup          Kind = 11 // record: a part of a completed batch's outcome records, gathered by the coordinator
 )
 
 func (k Kind) String() string {
@@ -49,6 +51,8 @@ func (k Kind) String() string {
 		return "Abandon"
 	case KindCancelExecution:
 		return "CancelExecution"
+	case KindRollup:
+		return "Rollup"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -258,6 +262,54 @@ type BatchSummary struct {
 	Failed     int              `msgpack:"f"`
 	Done       []byte           `msgpack:"d,omitempty"`  // bitmap, bit i = branch i finished
 	FailedBits []byte           `msgpack:"fb,omitempty"` // bitmap, bit i = branch i failed
+	// Rollup is how many Rollup records (RollupKey, 0..Rollup-1) hold the outcome records of
+	// every finished branch, gathered by the coordinator as it folded them: a reader takes them
+	// in a few reads instead of one per branch. 0: none; read the branch records.
+	Rollup int `msgpack:"ru,omitempty"`
+}
+
+// Rollup is one part of a completed batch's branch outcome records (BatchSummary.Rollup),
+// stored in BatchBucket under RollupKey. Entries holds Count entries, each the record's stream
+// revision (uvarint), a length (uvarint) and the record as stored in CheckpointBucket with only
+// the fields the batch's result is rebuilt from (AppendResultFields); see AppendRollupEntry
+// and Each.
+type Rollup struct {
+	Header
+	Count   int    `msgpack:"n"`
+	Entries []byte `msgpack:"e"`
+}
+
+// AppendRollupEntry appends one outcome record and its revision to a Rollup's Entries.
+func AppendRollupEntry(b []byte, rev uint64, record []byte) []byte {
+	b = binary.AppendUvarint(b, rev)
+	b = binary.AppendUvarint(b, uint64(len(record)))
+	return append(b, record...)
+}
+
+// Each calls fn for every entry of r, in order; it stops at fn's first error, and reports
+// ErrMalformed if the entries are cut short or are not Count.
+func (r *Rollup) Each(fn func(rev uint64, record []byte) error) error {
+	b, n := r.Entries, 0
+	for len(b) > 0 {
+		rev, k := binary.Uvarint(b)
+		if k <= 0 {
+			return fmt.Errorf("%w: rollup entry %d: bad revision", ErrMalformed, n)
+		}
+		b = b[k:]
+		size, k := binary.Uvarint(b)
+		if k <= 0 || size > uint64(len(b)-k) {
+			return fmt.Errorf("%w: rollup entry %d: bad length", ErrMalformed, n)
+		}
+		b = b[k:]
+		if err := fn(rev, b[:size:size]); err != nil {
+			return err
+		}
+		b, n = b[size:], n+1
+	}
+	if n != r.Count {
+		return fmt.Errorf("%w: rollup holds %d entries, says %d", ErrMalformed, n, r.Count)
+	}
+	return nil
 }
 
 // Batch is the coordinator's state of one Parallel or Map, stored in BatchBucket under
@@ -491,6 +543,7 @@ func (*Checkpoint) kind() Kind      { return KindCheckpoint }
 func (*Batch) kind() Kind           { return KindBatch }
 func (*Abandon) kind() Kind         { return KindAbandon }
 func (*CancelExecution) kind() Kind { return KindCancelExecution }
+func (*Rollup) kind() Kind          { return KindRollup }
 
 // Encode stamps m with its kind and the protocol version and returns its msgpack encoding.
 func Encode(m Message) ([]byte, error) {
@@ -568,6 +621,8 @@ func Decode(data []byte) (Message, error) {
 		m = new(Abandon)
 	case KindCancelExecution:
 		m = new(CancelExecution)
+	case KindRollup:
+		m = new(Rollup)
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownKind, uint8(h.Kind))
 	}

@@ -18,7 +18,8 @@ const (
 	ExecutionBucket = "jetflow-executions"
 	// CheckpointBucket is the KV bucket of Checkpoint records, keyed "<execution>.<operation>".
 	CheckpointBucket = "jetflow-checkpoints"
-	// BatchBucket is the KV bucket of the coordinator's Batch records, keyed "<execution>.<op>".
+	// BatchBucket is the KV bucket of the coordinator's Batch records, keyed "<execution>.<op>",
+	// and of completed batches' Rollup records, keyed "<execution>.<op>.<part>" (RollupKey).
 	BatchBucket = "jetflow-batches"
 	// LeaseBucket holds the coordinators' partition leases ("p<n>") and presence ("c<id>"); its
 	// entries expire unless renewed.
@@ -104,6 +105,11 @@ func EndedSubject(executionID string) string { return subjectRoot + ".ended." + 
 
 // AbandonSubjects matches every Abandon notice.
 const AbandonSubjects = subjectRoot + ".abandon.>"
+
+// RollupKey is the key in BatchBucket of part k of the rollup of batch op.
+func RollupKey(executionID, opID string, k int) string {
+	return executionID + "." + opID + "." + strconv.Itoa(k)
+}
 
 // CheckpointKey is the key of one operation's checkpoint.
 func CheckpointKey(executionID, opID string) string { return executionID + "." + opID }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -109,6 +110,7 @@ type Worker struct {
 	js        jetstream.JetStream
 	execs     *kvstore.Store
 	ckpts     *kvstore.Store
+	batches   *kvstore.Store  // the coordinator's; the worker reads completed batches' rollups
 	runCtx    context.Context // ends on Stop: no more fetching
 	stopLoop  context.CancelFunc
 	invCtx    context.Context // ends when Stop gives up waiting: in-flight invocations abort
@@ -239,6 +241,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	if w.ckpts, err = kvstore.Open(ctx, js, messages.CheckpointBucket, topology.BlobBucket); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if w.batches, err = kvstore.Open(ctx, js, messages.BatchBucket, topology.BlobBucket); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.js = js
@@ -478,6 +483,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	// redelivery, a resume after a wait) it reads each of its operations' records as it reaches
 	// them. Anything else replays the handler over every stored checkpoint of the execution.
 	var loaded []engine.Loaded // nil: not read
+	var outcomes func(context.Context, *messages.Checkpoint) ([]engine.Loaded, error)
 	verify, first := false, false
 	switch {
 	case cached != nil:
@@ -499,7 +505,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		// running it, in case a duplicate start ran before.
 		verify, first = true, true
 	default:
-		if loaded, err = w.load(task.ExecutionID, resumesLargeBatch(task)); err != nil {
+		if loaded, err = w.load(task.ExecutionID); err != nil {
 			var corrupt *corruptError
 			if errors.As(err, &corrupt) {
 				w.report(w.invCtx, msg, log, &messages.InvocationEnded{ExecutionID: task.ExecutionID, TaskID: task.TaskID, Path: task.Path,
@@ -513,6 +519,9 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		// meets before its batch was final before the batch opened, and its own records nobody
 		// else writes. Anything else may meet a record rewritten while the listing ran.
 		verify = len(task.Path) == 0 || !task.Fresh || again
+		// The listing holds the operations' records; a batch's branch outcomes are read when
+		// the replay meets the batch.
+		outcomes = w.outcomeReader(task.ExecutionID)
 	}
 
 	runCtx, cancel := context.WithCancel(w.invCtx)
@@ -528,7 +537,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	defer func() { w.endSpan(span, task, began) }()
 	inv := engine.NewInvocation(w.invCtx, engine.Config{ExecutionID: task.ExecutionID, Store: w.ckpts, Logger: w.cfg.Logger,
 		Path: task.Path, Cache: w.cache, Listed: verify, FirstRun: first, DeferOutcome: true, Telemetry: w.tel,
-		InlineBranches: w.cfg.InlineBranches}, loaded)
+		InlineBranches: w.cfg.InlineBranches, Outcomes: outcomes}, loaded)
 	var out engine.Outcome
 	if cached != nil {
 		out = inv.RunCached(runCtx, cached)
@@ -626,16 +635,19 @@ type corruptError struct{ err error }
 func (e *corruptError) Error() string { return e.err.Error() }
 func (e *corruptError) Unwrap() error { return e.err }
 
-// load reads every checkpoint of an execution.
-func (w *Worker) load(executionID string, many bool) ([]engine.Loaded, error) {
-	list := w.ckpts.List
-	if many {
-		list = w.ckpts.ListMany
-	}
-	entries, err := list(w.invCtx, executionID)
+// load lists an execution's operation records ("<execution>.<op>"): not the branch outcome
+// records of its batches ("<execution>.<op>.<i>[.<partition>]"), which the replay reads batch by
+// batch (outcomeReader), so that a listing costs the same after a batch of 100,000 branches as
+// after one of three.
+func (w *Worker) load(executionID string) ([]engine.Loaded, error) {
+	entries, err := w.ckpts.ListShallow(w.invCtx, executionID)
 	if err != nil {
 		return nil, err
 	}
+	return decodeEntries(entries)
+}
+
+func decodeEntries(entries []kvstore.Entry) ([]engine.Loaded, error) {
 	loaded := make([]engine.Loaded, 0, len(entries))
 	for _, en := range entries {
 		cp, err := messages.DecodeAs[*messages.Checkpoint](en.Value)
@@ -647,11 +659,95 @@ func (w *Worker) load(executionID string, many bool) ([]engine.Loaded, error) {
 	return loaded, nil
 }
 
-// resumesLargeBatch says whether the task resumes the code that awaited a batch and carries no
-// records: a small batch's resume task carries its records, so this one follows a large batch,
-// and its listing holds at least a record per branch.
-func resumesLargeBatch(t *messages.RunTask) bool {
-	return strings.HasPrefix(t.TaskID, "p.") && len(t.Prior) == 0
+// outcomeReader returns what reads the branch outcome records of one of the execution's
+// batches (engine.Config.Outcomes): its rollup when the coordinator stored one, else a listing
+// of the batch's records.
+func (w *Worker) outcomeReader(executionID string) func(context.Context, *messages.Checkpoint) ([]engine.Loaded, error) {
+	return func(ctx context.Context, cp *messages.Checkpoint) ([]engine.Loaded, error) {
+		if s := cp.Summary; s != nil && s.Rollup > 0 && cp.Status.Terminal() {
+			loaded, err := w.readRollup(ctx, executionID, cp)
+			if err == nil {
+				return loaded, nil
+			}
+			w.log.Warn("reading a batch's branch records one by one: its rollup is unreadable", "execution", executionID, "batch", cp.OpID, "error", err)
+		}
+		list := w.ckpts.List
+		if cp.Batch != nil && cp.Batch.N > 64 {
+			list = w.ckpts.ListMany
+		}
+		entries, err := list(ctx, messages.CheckpointKey(executionID, cp.OpID))
+		if err != nil {
+			return nil, err
+		}
+		return decodeEntries(entries)
+	}
+}
+
+// readRollup reads the parts of a completed batch's rollup at once, and checks that they hold
+// an outcome record for every finished branch and nothing else.
+func (w *Worker) readRollup(ctx context.Context, executionID string, cp *messages.Checkpoint) ([]engine.Loaded, error) {
+	s := cp.Summary
+	parts := make([][]engine.Loaded, s.Rollup)
+	errs := make([]error, s.Rollup)
+	var wg sync.WaitGroup
+	for k := range s.Rollup {
+		wg.Go(func() { parts[k], errs[k] = w.readRollupPart(ctx, executionID, cp.OpID, k) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var loaded []engine.Loaded
+	for _, p := range parts {
+		loaded = append(loaded, p...)
+	}
+	seen := make(map[int]bool, len(loaded))
+	for _, l := range loaded {
+		i, ok := branchIndex(executionID, cp.OpID, l.Checkpoint.OpID)
+		if !ok || seen[i] || i/8 >= len(s.Done) || s.Done[i/8]&(1<<(i%8)) == 0 {
+			return nil, fmt.Errorf("rollup of %s.%s: record %q is not one of its finished branches'", executionID, cp.OpID, l.Checkpoint.OpID)
+		}
+		seen[i] = true
+	}
+	if len(seen) != s.Succeeded+s.Failed {
+		return nil, fmt.Errorf("rollup of %s.%s: %d records for %d finished branches", executionID, cp.OpID, len(seen), s.Succeeded+s.Failed)
+	}
+	return loaded, nil
+}
+
+func (w *Worker) readRollupPart(ctx context.Context, executionID, op string, k int) ([]engine.Loaded, error) {
+	e, err := w.batches.Get(ctx, messages.RollupKey(executionID, op, k))
+	if err != nil {
+		return nil, err
+	}
+	r, err := messages.DecodeAs[*messages.Rollup](e.Value)
+	if err != nil {
+		return nil, err
+	}
+	loaded := make([]engine.Loaded, 0, r.Count)
+	err = r.Each(func(rev uint64, record []byte) error {
+		cp, err := messages.DecodeAs[*messages.Checkpoint](record)
+		if err != nil {
+			return err
+		}
+		loaded = append(loaded, engine.Loaded{Checkpoint: cp, Revision: rev})
+		return nil
+	})
+	return loaded, err
+}
+
+// branchIndex reads i from id = messages.BranchRecordID(executionID, op, i).
+func branchIndex(executionID, op, id string) (int, bool) {
+	rest, ok := strings.CutPrefix(id, op+".")
+	if !ok {
+		return 0, false
+	}
+	n, ok := strings.CutSuffix(rest, "."+strconv.Itoa(messages.Partition(executionID)))
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(n)
+	return i, err == nil && i >= 0 && strconv.Itoa(i) == n
 }
 
 // onAbandon handles a batch-complete notice: the batch's running branches here are cancelled,

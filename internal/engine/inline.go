@@ -164,6 +164,7 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 	started := inv.now().UnixNano()
 	if r != nil {
 		started = r.cp.StartedAt
+		inv.fetchOutcomes(r.cp) // run before: its finished branches' outcomes
 	}
 	state, d := batch.Open(inv.execID, "", messages.ParallelRequest{OpID: op, Config: cfg})
 	ib := &inlineBatch{ctx: c.Context}

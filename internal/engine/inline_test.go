@@ -390,3 +390,60 @@ func TestAnAbandonedInlineBranchsInnerBatchRecordsNothing(t *testing.T) {
 		return false
 	}, 200*time.Millisecond, 5*time.Millisecond, "a record of the abandoned branch's inner batch")
 }
+
+// Given only its operations' records (Config.Outcomes), an invocation reads a batch's branch
+// outcomes once, when it meets the batch: a completed batch on the fleet to rebuild its result,
+// and an inline batch to resume it.
+func TestBranchOutcomesAreReadOncePerBatchWhenLeftOut(t *testing.T) {
+	store := &memStore{m: map[string]kvstore.Entry{}}
+	fleet := &messages.Checkpoint{OpID: "1", OpKind: messages.OpParallel, Name: "fleet", Status: messages.OpSucceeded,
+		Batch: &messages.BatchConfig{N: 3}, Summary: &messages.BatchSummary{Reason: messages.ReasonAllCompleted, Started: 3, Succeeded: 3, Done: []byte{7}}}
+	inline := &messages.Checkpoint{OpID: "2", OpKind: messages.OpParallel, Name: "inline", Status: messages.OpStarted,
+		Batch: &messages.BatchConfig{N: 2, Inline: true}}
+	outcomes := map[string][]Loaded{"2": {{Revision: 9, Checkpoint: &messages.Checkpoint{OpID: messages.InlineRecordID("2", 0),
+		OpKind: messages.OpBranch, Status: messages.OpSucceeded, Result: []byte{0xa1, 'i'}}}}}
+	for i := range 3 {
+		outcomes["1"] = append(outcomes["1"], Loaded{Revision: uint64(i + 1), Checkpoint: &messages.Checkpoint{OpID: messages.BranchRecordID("x", "1", i),
+			OpKind: messages.OpBranch, Status: messages.OpSucceeded, Result: []byte{byte(i)}}})
+	}
+	require.NoError(t, store.putRecord(fleet))
+	require.NoError(t, store.putRecord(inline))
+	var mu sync.Mutex
+	reads := map[string]int{}
+	var runs atomic.Int32
+	h := func(ctx *Context, _ []byte) ([]byte, error) {
+		spec := BatchSpec{Name: "fleet", Config: messages.BatchConfig{N: 3}, Placement: PlaceFleet}
+		for range 3 {
+			spec.Branches = append(spec.Branches, func(*Context) ([]byte, error) { panic("a branch of a completed batch ran") })
+		}
+		out, err := ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		var got []byte
+		for i := range 3 {
+			got = append(got, out.Branch(i).Result...)
+		}
+		spec = BatchSpec{Name: "inline", Config: messages.BatchConfig{N: 2}, Placement: PlaceInline}
+		for range 2 {
+			spec.Branches = append(spec.Branches, func(*Context) ([]byte, error) { runs.Add(1); return []byte{0xc0}, nil })
+		}
+		out, err = ctx.Parallel(spec)
+		if err != nil {
+			return nil, err
+		}
+		return append(got, byte(out.Summary.Succeeded)), nil
+	}
+	inv := NewInvocation(context.Background(), Config{ExecutionID: "x", Store: store, Listed: true,
+		Outcomes: func(_ context.Context, cp *messages.Checkpoint) ([]Loaded, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reads[cp.OpID]++
+			return outcomes[cp.OpID], nil
+		}}, []Loaded{{Checkpoint: fleet, Revision: 1}, {Checkpoint: inline, Revision: 1}})
+	out := inv.Run(context.Background(), h, nil)
+	require.Equal(t, Completed, out.Kind, "%v %v", out.Error, out.Cause)
+	require.Equal(t, []byte{0, 1, 2, 2}, out.Result)
+	require.Equal(t, map[string]int{"1": 1, "2": 1}, reads)
+	require.EqualValues(t, 1, runs.Load(), "the inline branch recorded before ran again")
+}

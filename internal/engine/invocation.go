@@ -93,12 +93,14 @@ type Invocation struct {
 	path           []messages.BranchRef
 	cache          BranchCache
 	listed         bool
+	outcomes       func(context.Context, *messages.Checkpoint) ([]Loaded, error)
 	firstRun       bool
 	deferOutcome   bool
 	inlineBranches int
 
 	mu        sync.Mutex
 	records   map[string]*record
+	fetched   map[string]chan struct{} // batches whose outcomes Config.Outcomes reads: closed once read
 	replaying bool
 	ended     OutcomeKind          // BranchDone or Abandoned, once set
 	outcome   *messages.Checkpoint // a branch's outcome left to the caller
@@ -137,6 +139,12 @@ type Config struct {
 	// Telemetry traces step bodies as they run (never a replayed step) and counts retries. Nil:
 	// none.
 	Telemetry *telemetry.Telemetry
+	// Outcomes, when set, says that the checkpoints given leave out the batches' branch outcome
+	// records: the invocation calls it, once per batch, for the outcomes of a batch whose result
+	// it rebuilds or whose inline branches it runs again, and keeps what it returns. Given the
+	// batch's record; it may return fewer records than there are (the missing ones are read one
+	// at a time).
+	Outcomes func(ctx context.Context, batch *messages.Checkpoint) ([]Loaded, error)
 }
 
 // Loaded is a checkpoint as read from the store.
@@ -156,6 +164,7 @@ func NewInvocation(ctx context.Context, cfg Config, checkpoints []Loaded) *Invoc
 		path:           cfg.Path,
 		cache:          cfg.Cache,
 		listed:         cfg.Listed,
+		outcomes:       cfg.Outcomes,
 		firstRun:       cfg.FirstRun,
 		deferOutcome:   cfg.DeferOutcome,
 		inlineBranches: cfg.InlineBranches,
@@ -457,6 +466,41 @@ func (inv *Invocation) reload(op string) *record {
 		inv.fail(fmt.Errorf("engine: checkpoint %s: %w", key, err))
 	}
 	return inv.remember(&record{cp: cp, rev: e.Revision})
+}
+
+// fetchOutcomes reads the branch outcome records of the batch whose record is cp, once per
+// invocation, when the checkpoints it was given leave them out (Config.Outcomes). Records it
+// already has stand.
+func (inv *Invocation) fetchOutcomes(cp *messages.Checkpoint) {
+	if inv.outcomes == nil {
+		return
+	}
+	inv.mu.Lock()
+	ready, started := inv.fetched[cp.OpID]
+	if !started {
+		if inv.fetched == nil {
+			inv.fetched = map[string]chan struct{}{}
+		}
+		ready = make(chan struct{})
+		inv.fetched[cp.OpID] = ready
+	}
+	inv.mu.Unlock()
+	if started {
+		<-ready // another goroutine of this invocation reads them
+		return
+	}
+	defer close(ready) // also when fail ends the goroutine
+	loaded, err := inv.outcomes(inv.ctx, cp)
+	if err != nil {
+		inv.fail(fmt.Errorf("engine: read the outcomes of batch %s: %w", cp.OpID, err))
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	for _, l := range loaded {
+		if inv.records[l.Checkpoint.OpID] == nil {
+			inv.records[l.Checkpoint.OpID] = &record{cp: l.Checkpoint, rev: l.Revision}
+		}
+	}
 }
 
 func (inv *Invocation) remember(r *record) *record {

@@ -71,6 +71,7 @@ func (b *BatchOutcome) Branch(i int) *messages.Checkpoint {
 			return in
 		}
 	}
+	b.inv.fetchOutcomes(b.record)
 	r := b.inv.lookup(id)
 	if r == nil {
 		r = b.inv.reload(id) // not in the listing: rewritten while it was read
