@@ -253,7 +253,7 @@ func (c *Client) Watch(ctx context.Context, executionID string, fn func(Progress
 		emit()
 	}
 	if x.Status.Terminal() { // ended already: its records as they are
-		states, err := c.batches.List(ctx, executionID)
+		states, err := c.batches.ListShallow(ctx, executionID) // not the rollups under each batch
 		if err != nil {
 			return fmt.Errorf("client: watch %s: %w", executionID, err)
 		}
@@ -262,7 +262,7 @@ func (c *Client) Watch(ctx context.Context, executionID string, fn func(Progress
 				fromBatch(s)
 			}
 		}
-		entries, err := c.ckpts.List(ctx, executionID)
+		entries, err := c.ckpts.ListShallow(ctx, executionID) // the operations' records: not branch outcomes
 		if err != nil {
 			return fmt.Errorf("client: watch %s: %w", executionID, err)
 		}

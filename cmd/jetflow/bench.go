@@ -17,7 +17,7 @@ import (
 
 func benchCmd() *cobra.Command {
 	var (
-		workloads, jsonFile, sync, level, cpuProfile string
+		workloads, jsonFile, sync, level, cpuProfile, memProfile string
 		full                                         bool
 		workers                                      int
 	)
@@ -57,6 +57,13 @@ func benchCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if memProfile != "" {
+				defer func() {
+					if werr := writeHeapProfile(memProfile); werr != nil {
+						fmt.Fprintln(cmd.ErrOrStderr(), "jetflow bench:", werr)
+					}
+				}()
+			}
 			var results []bench.Result
 			err := bench.Run(ctx, o, func(r bench.Result) {
 				results = append(results, r)
@@ -78,7 +85,20 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&workers, "workers", 2, "workers in this process")
 	cmd.Flags().StringVar(&level, "log-level", "error", "log level of the services")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
+	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run (its alloc_space and alloc_objects cover the whole run) to this file")
 	return cmd
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func printTable(w io.Writer, rs []bench.Result) {
