@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetflow/jetflow/coordinator/batch"
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
+	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/kvstore"
@@ -73,7 +74,7 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 	// The batch's record: stored by the opener (it sent the revision), or left to this coordinator
 	// (revision 0), which creates it while it creates the batch's state — both are stored before
 	// the first dispatch, since a branch's replay meets the record.
-	var record jetstream.PubAckFuture
+	var record *jsasync.Future
 	if cp := eff.Request.Checkpoint; cp != nil && cp.OpID == b.OpID && cp.OpKind == messages.OpParallel {
 		b.Record, b.RecordRev = cp, eff.Request.Revision
 		if b.RecordRev == 0 {
@@ -125,7 +126,7 @@ func (c *Coordinator) openBatch(ctx context.Context, cache *bounded[*cachedBatch
 
 // createRecord starts creating b's record (b.Record, not stored yet) without waiting; nil when it
 // was created synchronously (too large for one message: never for a batch's record in practice).
-func (c *Coordinator) createRecord(ctx context.Context, b *messages.Batch) (jetstream.PubAckFuture, error) {
+func (c *Coordinator) createRecord(ctx context.Context, b *messages.Batch) (*jsasync.Future, error) {
 	key := messages.CheckpointKey(b.ExecutionID, b.OpID)
 	data := messages.MustEncode(b.Record)
 	f, ok, err := c.ckpts.CreateAsync(key, data)
@@ -144,7 +145,7 @@ func (c *Coordinator) createRecord(ctx context.Context, b *messages.Batch) (jets
 
 // settleRecord waits for the creation of b's record: stored, or stored before (an earlier
 // opening whose batch state was lost, or is there too), whose record then stands.
-func (c *Coordinator) settleRecord(ctx context.Context, b *messages.Batch, f jetstream.PubAckFuture) error {
+func (c *Coordinator) settleRecord(ctx context.Context, b *messages.Batch, f *jsasync.Future) error {
 	rev, err := awaitPubAck(ctx, f)
 	switch {
 	case err == nil:
@@ -292,29 +293,31 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outc
 // caller knows that none of them was ever published, and the stream is spared the bookkeeping
 // (about a tenth of a branch's cost).
 func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask, trace string, dedupe bool) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
-	opts := []jetstream.PublishOpt{jetstream.WithStallWait(10 * time.Second)}
+	futures := make([]*jsasync.Future, 0, len(tasks))
 	for _, t := range tasks {
 		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
-		o := opts
 		if dedupe {
-			o = []jetstream.PublishOpt{opts[0], jetstream.WithMsgID(taskMsgID(t))}
+			if msg.Header == nil {
+				msg.Header = nats.Header{}
+			}
+			msg.Header.Set(jetstream.MsgIDHeader, taskMsgID(t))
 		}
-		f, err := c.js.PublishMsgAsync(msg, o...)
+		f, err := c.pub.Publish(msg, 10*time.Second)
 		if err != nil {
 			return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
 		}
 		futures = append(futures, f)
 	}
-	// A PubAck can be lost when a stream's leader changes; the JetStream context times such
-	// futures out (WithPublishAsyncTimeout), and this bound is the last resort.
+	// A PubAck can be lost when a stream's leader changes; the publisher times such futures out
+	// after 10 s, and this bound is the last resort.
 	deadline := time.NewTimer(15 * time.Second)
 	defer deadline.Stop()
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("coordinator: dispatch: %w", err)
+		case <-f.Done():
+			if _, err := f.Result(); err != nil {
+				return fmt.Errorf("coordinator: dispatch: %w", err)
+			}
 		case <-deadline.C:
 			return errors.New("coordinator: dispatch: no PubAck within 15s")
 		case <-ctx.Done():

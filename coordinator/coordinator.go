@@ -19,6 +19,7 @@ import (
 
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/faults"
+	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
@@ -102,6 +103,7 @@ type Coordinator struct {
 	log *slog.Logger
 
 	js      jetstream.JetStream
+	pub     *jsasync.Publisher // the tasks it dispatches
 	execs   *kvstore.Store
 	ckpts   *kvstore.Store
 	batches *kvstore.Store
@@ -163,6 +165,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	c.js = js
+	if c.pub, err = jsasync.New(c.nc, 4096, 10*time.Second); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a, err := c.serveAPI(runCtx)
 	if err != nil {
@@ -286,6 +291,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	go func() { c.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		c.pub.Close()
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("coordinator: stop: %w", ctx.Err())
@@ -463,14 +469,12 @@ func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id 
 const maxAnnouncedRecord = 64 << 10
 
 // awaitPubAck waits for f's acknowledgement and returns the stored sequence (the revision).
-func awaitPubAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+func awaitPubAck(ctx context.Context, f *jsasync.Future) (uint64, error) {
 	t := time.NewTimer(15 * time.Second)
 	defer t.Stop()
 	select {
-	case ack := <-f.Ok():
-		return ack.Sequence, nil
-	case err := <-f.Err():
-		return 0, err
+	case <-f.Done():
+		return f.Result()
 	case <-t.C:
 		return 0, errors.New("coordinator: no PubAck within 15s")
 	case <-ctx.Done():

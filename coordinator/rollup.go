@@ -3,8 +3,7 @@ package coordinator
 import (
 	"context"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/messages"
 )
 
@@ -23,7 +22,7 @@ type rollup struct {
 	part     []byte // entries of the part being filled
 	count    int    // entries in part
 	fields   []byte // scratch: the fields of one record
-	sent     []jetstream.PubAckFuture
+	sent     []*jsasync.Future
 	broken   bool // a record too large, or a part that could not be sent: no rollup
 }
 

@@ -342,3 +342,21 @@ func (e *Env) close() {
 		e.srv.Shutdown()
 	}
 }
+
+// NATS starts a fresh embedded JetStream (file storage in a temporary directory) and returns a
+// connection to it; both are closed when the test ends. For tests of code that talks to
+// JetStream itself, with no coordinator or worker.
+func NATS(t testing.TB) *nats.Conn {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("durabletest: start NATS: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatalf("durabletest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

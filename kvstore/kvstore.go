@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/jetflow/jetflow/internal/jsasync"
 )
 
 // Errors. Both keep the JetStream cause in their chain.
@@ -49,6 +51,10 @@ type Store struct {
 	// direct: List reads with one batched direct get (an atomic snapshot, no consumer to create).
 	// Only on an unreplicated bucket: a replica may answer a direct get, and may lag.
 	direct bool
+
+	pubOnce sync.Once
+	pub     *jsasync.Publisher
+	pubErr  error
 
 	muxMu     sync.Mutex
 	muxSub    *nats.Subscription
@@ -111,27 +117,44 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (uint64, e
 
 // PutAsync starts storing value under key, whatever the key holds, and returns at once; the
 // future reports the outcome. ok is false for a value too large for one message: use Put.
-func (s *Store) PutAsync(key string, value []byte) (f jetstream.PubAckFuture, ok bool, err error) {
+func (s *Store) PutAsync(key string, value []byte) (f *jsasync.Future, ok bool, err error) {
 	if len(value) > s.limit {
 		return nil, false, nil
 	}
-	f, err = s.js.PublishMsgAsync(&nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: inlineFrame(value)}, jetstream.WithStallWait(10*time.Second))
+	f, err = s.publish(&nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: inlineFrame(value)})
 	if err != nil {
 		return nil, true, fmt.Errorf("kvstore: put %s: %w", key, err)
 	}
 	return f, true, nil
 }
 
+// publish publishes m asynchronously (every Store has its publisher, made on first use).
+func (s *Store) publish(m *nats.Msg) (*jsasync.Future, error) {
+	s.pubOnce.Do(func() { s.pub, s.pubErr = jsasync.New(s.nc, asyncMaxPending, asyncTimeout) })
+	if s.pubErr != nil {
+		return nil, s.pubErr
+	}
+	return s.pub.Publish(m, asyncStallWait)
+}
+
+// Limits of a Store's asynchronous writes: how many await their PubAck at once, how long a
+// write waits for room, and how long for its PubAck (one lost in a leader change).
+const (
+	asyncMaxPending = 4096
+	asyncStallWait  = 10 * time.Second
+	asyncTimeout    = 10 * time.Second
+)
+
 // CreateAsync starts a create-if-absent of key and returns at once; the future reports the
 // outcome (IsConflict tells a key that existed). ok is false for a value too large for one
 // message: use Create.
-func (s *Store) CreateAsync(key string, value []byte) (f jetstream.PubAckFuture, ok bool, err error) {
+func (s *Store) CreateAsync(key string, value []byte) (f *jsasync.Future, ok bool, err error) {
 	if len(value) > s.limit {
 		return nil, false, nil
 	}
 	msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: inlineFrame(value),
 		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: expectNone}}
-	f, err = s.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
+	f, err = s.publish(msg)
 	if err != nil {
 		return nil, true, fmt.Errorf("kvstore: create %s: %w", key, err)
 	}

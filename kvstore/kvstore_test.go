@@ -7,13 +7,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/jetflow/jetflow/durabletest"
-	"github.com/jetflow/jetflow/internal/embedded"
+	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/internal/topology"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
@@ -23,12 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, durabletest.KnownLeaks().
 
 func openStore(t testing.TB) *kvstore.Store {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc := durabletest.NATS(t)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	ctx := t.Context()
@@ -172,12 +166,10 @@ func TestLargeValueStoredWhole(t *testing.T) {
 	require.Equal(t, bigger, all[0].Value)
 }
 
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+func awaitAck(ctx context.Context, f *jsasync.Future) (uint64, error) {
 	select {
-	case ack := <-f.Ok():
-		return ack.Sequence, nil
-	case err := <-f.Err():
-		return 0, err
+	case <-f.Done():
+		return f.Result()
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}

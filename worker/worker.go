@@ -19,6 +19,7 @@ import (
 	"github.com/jetflow/jetflow/durable"
 	"github.com/jetflow/jetflow/internal/engine"
 	"github.com/jetflow/jetflow/internal/faults"
+	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
@@ -605,7 +606,7 @@ func (w *Worker) writeOutcome(msg jetstream.Msg, log *taskLog, executionID strin
 }
 
 type pendingAck struct {
-	f   jetstream.PubAckFuture
+	f   *jsasync.Future
 	msg jetstream.Msg
 	log *taskLog
 }
@@ -616,11 +617,9 @@ func (w *Worker) acker() {
 	defer close(w.ackerDone)
 	for p := range w.acks {
 		select {
-		case <-p.f.Ok():
-			ack(p.msg)
-		case err := <-p.f.Err():
-			if kvstore.IsConflict(err) {
-				ack(p.msg) // the first writer's outcome stands
+		case <-p.f.Done():
+			if _, err := p.f.Result(); err == nil || kvstore.IsConflict(err) {
+				ack(p.msg) // stored, or the first writer's outcome stands
 			} else {
 				w.retryLater(p.msg, p.log, err)
 			}

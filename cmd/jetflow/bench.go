@@ -103,7 +103,7 @@ func writeHeapProfile(path string) error {
 
 func printTable(w io.Writer, rs []bench.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tN\twall ms\tbranches/s\ttasks/s\texec/s\tp50 ms\tp99 ms\tmax ms\tpeak RSS MiB\tmax in flight\tsteps run twice\tdurability\tnote\t")
+	fmt.Fprintln(tw, "workload\tN\twall ms\tbranches/s\ttasks/s\texec/s\tp50 ms\tp99 ms\tmax ms\tpeak RSS MiB\tCPU µs each\tmax in flight\tsteps run twice\tdurability\tnote\t")
 	f := func(v float64, prec int) string {
 		if v == 0 {
 			return "-"
@@ -119,9 +119,9 @@ func printTable(w io.Writer, rs []bench.Result) {
 		if r.Workload == "W5" {
 			twice = fmt.Sprint(r.StepsRerun)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Workload, r.N, f(r.WallMS, 1),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Workload, r.N, f(r.WallMS, 1),
 			f(r.BranchesPerSec, 0), f(r.TasksPerSec, 0), f(r.ExecsPerSec, 1), f(r.P50MS, 2), f(r.P99MS, 2), f(r.MaxMS, 2),
-			f(r.PeakRSSMiB, 0), mif, twice, r.Durability, r.Note)
+			f(r.PeakRSSMiB, 0), f(r.CPUPerUnitUS, 0), mif, twice, r.Durability, r.Note)
 	}
 	_ = tw.Flush()
 }

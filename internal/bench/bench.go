@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -51,7 +52,10 @@ type Result struct {
 	P99MS          float64 `json:"p99Ms,omitempty"`
 	MaxMS          float64 `json:"maxMs,omitempty"`
 	StepsRerun     int     `json:"stepsRunTwice"`
-	Note           string  `json:"note,omitempty"`
+	// CPUPerUnitUS is the process's CPU time (user and system, the embedded server included) during
+	// the workload, per task (RAW) or branch: less noisy than a rate on a shared host.
+	CPUPerUnitUS float64 `json:"cpuUsPerUnit,omitempty"`
+	Note         string  `json:"note,omitempty"`
 }
 
 // Run runs the chosen workloads and calls report with each result as it is measured.
@@ -113,12 +117,15 @@ func (b *runner) workload(ctx context.Context, w string) error {
 		n := b.n(10_000)
 		bar := b.bar(n, "RAW")
 		resetPeakRSS()
+		cpu := cpuTime()
 		d, err := raw(ctx, b.sys.url, n, func(done int64) { _ = bar.Set64(done) })
+		cpu = cpuTime() - cpu
 		b.finish(bar)
 		if err != nil {
 			return err
 		}
-		b.report(Result{Workload: "RAW", N: n, Durability: b.durability, WallMS: ms(d), TasksPerSec: float64(n) / d.Seconds()})
+		b.report(Result{Workload: "RAW", N: n, Durability: b.durability, WallMS: ms(d), TasksPerSec: float64(n) / d.Seconds(),
+			CPUPerUnitUS: perUnit(cpu, n)})
 	case "W1":
 		sizes := []int{1_000, 10_000}
 		if b.o.Full {
@@ -160,15 +167,17 @@ func (b *runner) parallel(ctx context.Context, name string, n, mc int, durabilit
 	b.sys.gauge.reset()
 	resetPeakRSS()
 	stop := b.follow(bar, &b.sys.steps)
+	cpu := cpuTime()
 	begin := time.Now()
 	d, err := b.sys.run(ctx, "bench-parallel", parallelInput{N: n, MaxConcurrency: mc})
+	cpu = cpuTime() - cpu
 	stop()
 	b.finish(bar)
 	if err != nil {
 		return err
 	}
 	r := Result{Workload: name, N: n, Durability: durability, WallMS: ms(d), BranchesPerSec: float64(n) / d.Seconds(),
-		PeakRSSMiB: peakRSSMiB(), MaxInFlight: b.sys.gauge.reset()}
+		PeakRSSMiB: peakRSSMiB(), MaxInFlight: b.sys.gauge.reset(), CPUPerUnitUS: perUnit(cpu, n)}
 	first, last := time.Unix(0, b.sys.firstStep.Load()), time.Unix(0, b.sys.lastStep.Load())
 	r.Note = fmt.Sprintf("to first step %s, steps %s, after last step %s", first.Sub(begin).Round(time.Millisecond),
 		last.Sub(first).Round(time.Millisecond), begin.Add(d).Sub(last).Round(time.Millisecond))
@@ -305,6 +314,22 @@ func (b *runner) follow(bar *progressbar.ProgressBar, counter *atomic.Int64) (st
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// cpuTime is the CPU time this process has used so far, user and system (0 where unknown).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func perUnit(cpu time.Duration, n int) float64 {
+	if cpu <= 0 || n == 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / float64(n)
+}
 
 // resetPeakRSS resets the kernel's high-water mark of this process's resident set (Linux).
 func resetPeakRSS() {
