@@ -22,8 +22,8 @@ type runningInv struct {
 
 func newRunningSet() *runningSet { return &runningSet{m: map[string]map[int]runningInv{}} }
 
-// add registers an invocation and returns the function that removes it.
-func (r *runningSet) add(executionID string, path []messages.BranchRef, cancel context.CancelFunc) func() {
+// add registers an invocation and returns its id, for remove.
+func (r *runningSet) add(executionID string, path []messages.BranchRef, cancel context.CancelFunc) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id := r.next
@@ -32,13 +32,16 @@ func (r *runningSet) add(executionID string, path []messages.BranchRef, cancel c
 		r.m[executionID] = map[int]runningInv{}
 	}
 	r.m[executionID][id] = runningInv{path: path, cancel: cancel}
-	return func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		delete(r.m[executionID], id)
-		if len(r.m[executionID]) == 0 {
-			delete(r.m, executionID)
-		}
+	return id
+}
+
+// remove forgets invocation id of the execution.
+func (r *runningSet) remove(executionID string, id int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m[executionID], id)
+	if len(r.m[executionID]) == 0 {
+		delete(r.m, executionID)
 	}
 }
 

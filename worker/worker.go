@@ -428,8 +428,8 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	log := &taskLog{base: w.log, task: task}
 	md, _ := msg.Metadata() // nil: unknown, taken as a redelivery
 	again := md == nil || md.NumDelivered > 1
-	stopBeat := w.heartbeat(msg)
-	defer stopBeat()
+	w.heartbeat(msg)
+	defer w.unbeat(msg)
 
 	// A branch of a batch this worker has replayed to runs straight from the cached branch list.
 	var cached *engine.CachedBatch
@@ -527,8 +527,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 
 	runCtx, cancel := context.WithCancel(w.invCtx)
 	defer cancel()
-	unregister := w.running.add(task.ExecutionID, task.Path, cancel)
-	defer unregister()
+	defer w.running.remove(task.ExecutionID, w.running.add(task.ExecutionID, task.Path, cancel))
 	// The task's header names the parent of this invocation's span; whatever runs again later in
 	// its place (after a timer, after a batch) is traced under that same parent.
 	parent := telemetry.Extract(context.Background(), msg.Headers())
@@ -797,16 +796,18 @@ func (w *Worker) retryLater(msg jetstream.Msg, log *taskLog, err error) {
 }
 
 // heartbeat registers msg with the worker's heartbeat loop, which tells JetStream every
-// AckWait/3 that the task is still being worked on, until stop is called.
-func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+// AckWait/3 that the task is still being worked on, until unbeat.
+func (w *Worker) heartbeat(msg jetstream.Msg) {
 	w.beatMu.Lock()
 	w.beats[msg] = time.Now()
 	w.beatMu.Unlock()
-	return func() {
-		w.beatMu.Lock()
-		delete(w.beats, msg)
-		w.beatMu.Unlock()
-	}
+}
+
+// unbeat ends msg's heartbeats.
+func (w *Worker) unbeat(msg jetstream.Msg) {
+	w.beatMu.Lock()
+	delete(w.beats, msg)
+	w.beatMu.Unlock()
 }
 
 // beatLoop sends the heartbeats of every task held longer than a beat, until the worker has

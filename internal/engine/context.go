@@ -24,9 +24,9 @@ type Context struct {
 	via   []messages.BranchRef
 	seq   atomic.Int64
 	// The logger is made on first use: most contexts (a branch of one step, say) never log.
-	logOnce  sync.Once
-	logAttrs []any // what this context's records carry besides the execution id
-	parent   *Context
+	logOnce sync.Once
+	branch  *messages.BranchRef // the branch this context runs, if it is one: its records say so
+	parent  *Context
 	logger   *slog.Logger
 }
 
@@ -34,6 +34,14 @@ func newContext(parent context.Context, inv *Invocation, prefix string) *Context
 	ctx, cancel := context.WithCancel(parent)
 	return &Context{Context: ctx, cancel: cancel, inv: inv, prefix: prefix}
 }
+
+// sharedContext is newContext for a context that ends with its parent: it has no cancel of its
+// own (a branch task's target branch, which ends the invocation when it returns).
+func sharedContext(parent context.Context, inv *Invocation, prefix string) *Context {
+	return &Context{Context: parent, cancel: noCancel, inv: inv, prefix: prefix}
+}
+
+func noCancel() {}
 
 // child returns a context for the operations under op (a child context or a branch), inside
 // this one's branch.
@@ -54,8 +62,8 @@ func (c *Context) Logger() *slog.Logger {
 		} else {
 			c.logger = slog.New(&replayQuiet{inner: c.inv.logger.Handler(), inv: c.inv}).With("execution", c.inv.execID)
 		}
-		if len(c.logAttrs) > 0 {
-			c.logger = c.logger.With(c.logAttrs...)
+		if b := c.branch; b != nil {
+			c.logger = c.logger.With("batch", b.OpID, "branch", b.Index)
 		}
 	})
 	return c.logger

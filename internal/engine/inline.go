@@ -187,7 +187,7 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 			bc := ib.branchContext(c, op, i)
 			bc.scope = &scope{parent: c.scope, inline: ib}
 			bc.via = append(append(make([]messages.BranchRef, 0, len(c.via)+1), c.via...), messages.BranchRef{OpID: op, Index: i})
-			bc.logAttrs = []any{"batch", op, "branch", i}
+			bc.branch = &messages.BranchRef{OpID: op, Index: i}
 			running[i] = bc
 			go inv.runInlineBranch(bc, c, op, i, spec, reports)
 		}

@@ -209,26 +209,28 @@ func (inv *Invocation) RunCached(ctx context.Context, b *CachedBatch) Outcome {
 
 func (inv *Invocation) run(ctx context.Context, body func(*Context) ([]byte, error)) Outcome {
 	root := newContext(ctx, inv, "")
-	var (
+	// What the handler's goroutine leaves: one allocation for all of it.
+	r := &struct {
 		out      []byte
 		err      error
 		returned bool
 		panicMsg string
-	)
-	done := make(chan struct{})
+		done     chan struct{}
+	}{done: make(chan struct{})}
 	go func() {
-		defer close(done)
+		defer close(r.done)
 		defer func() {
-			if r := recover(); r != nil {
-				panicMsg = fmt.Sprint(r)
-				inv.logger.Error("handler panicked", "execution", inv.execID, "panic", panicMsg, "stack", string(debug.Stack()))
+			if p := recover(); p != nil {
+				r.panicMsg = fmt.Sprint(p)
+				inv.logger.Error("handler panicked", "execution", inv.execID, "panic", r.panicMsg, "stack", string(debug.Stack()))
 			}
 		}()
-		out, err = body(root)
-		returned = true
+		r.out, r.err = body(root)
+		r.returned = true
 	}()
-	<-done
+	<-r.done
 	root.cancel()
+	out, err, returned, panicMsg := r.out, r.err, r.returned, r.panicMsg
 
 	inv.mu.Lock()
 	defer inv.mu.Unlock()

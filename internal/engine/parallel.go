@@ -203,9 +203,10 @@ func (inv *Invocation) runBranch(parent *Context, op string, idx int, b *CachedB
 	if inv.lookup(id) != nil || (inv.listed && inv.reload(id) != nil) {
 		inv.end(BranchDone) // finished already (its outcome holds the checkpoints of its first tries)
 	}
-	bc := newContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
+	// The branch ends the invocation when it returns, and its context ends with the invocation's.
+	bc := sharedContext(parent.Context, inv, op+"-"+strconv.Itoa(idx+1)+"-")
 	bc.depth = parent.depth + 1
-	bc.parent, bc.logAttrs = parent, []any{"batch", op, "branch", idx}
+	bc.parent, bc.branch = parent, &messages.BranchRef{OpID: op, Index: idx}
 	bc.scope = &scope{parent: parent.scope}
 	out, err := callBranch(b.Branches[idx], bc)
 	bc.cancel()

@@ -98,7 +98,7 @@ func (p *Publisher) Publish(m *nats.Msg, stall time.Duration) (*Future, error) {
 		p.sweep = time.AfterFunc(p.timeout/2, p.expire)
 	}
 	p.mu.Unlock()
-	m.Reply = p.prefix + strconv.FormatUint(id, 36)
+	m.Reply = string(strconv.AppendUint(append(make([]byte, 0, len(p.prefix)+13), p.prefix...), id, 36))
 	if err := p.nc.PublishMsg(m); err != nil {
 		p.settle(id, 0, err)
 		return nil, err
