@@ -175,3 +175,51 @@ func TestTraceOfANestedParallelAcrossWorkers(t *testing.T) {
 		require.True(t, names[n], "metric %s missing; have %v", n, names)
 	}
 }
+
+// An inline batch is traced inside the invocation that runs it: the batch, each branch, each
+// step. With no tracer installed, nothing is traced and the same handler runs the same.
+func TestTraceOfAnInlineBatch(t *testing.T) {
+	handler := func(ctx durable.Context, _ string) (int, error) {
+		res, err := durable.Map(ctx, "few", []int{1, 2, 3}, func(ctx durable.Context, item, _ int) (int, error) {
+			return durable.Step(ctx, "double", func(durable.StepContext) (int, error) { return 2 * item, nil })
+		}, durable.WithPlacement(durable.PlacementInline))
+		if err != nil {
+			return 0, err
+		}
+		return res.SuccessCount(), nil
+	}
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	env := durabletest.New(t, durabletest.WithTracerProvider(tp))
+	durabletest.Register(env, "inline-traced", handler)
+	got, err := durabletest.Run[int](env, "inline-traced", "")
+	require.NoError(t, err)
+	require.Equal(t, 3, got)
+
+	batch := "jetflow.start inline-traced > jetflow.execution inline-traced > jetflow.invocation inline-traced > jetflow.parallel few"
+	want := map[string]int{batch: 1}
+	for i := range 3 {
+		branch := fmt.Sprintf("%s > jetflow.branch 1[%d]", batch, i)
+		want[branch], want[branch+" > jetflow.step double"] = 1, 1
+	}
+	var spans tracetest.SpanStubs
+	eventually(t, func() bool { spans = exp.GetSpans(); return len(spans) >= len(want)+3 }, "every span to end")
+	tree := spanTree{spans: map[trace.SpanID]tracetest.SpanStub{}}
+	for _, s := range spans {
+		tree.spans[s.SpanContext.SpanID()] = s
+	}
+	count := map[string]int{}
+	for _, s := range spans {
+		if p := tree.path(s); strings.HasPrefix(p, batch) {
+			count[p]++
+		}
+	}
+	require.Equal(t, want, count)
+
+	untraced := durabletest.New(t)
+	durabletest.Register(untraced, "inline-traced", handler)
+	got, err = durabletest.Run[int](untraced, "inline-traced", "")
+	require.NoError(t, err)
+	require.Equal(t, 3, got)
+}

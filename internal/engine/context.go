@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jetflow/jetflow/messages"
 )
 
@@ -26,8 +28,9 @@ type Context struct {
 	// The logger is made on first use: most contexts (a branch of one step, say) never log.
 	logOnce sync.Once
 	branch  *messages.BranchRef // the branch this context runs, if it is one: its records say so
+	span    trace.Span          // an inline branch's own span, if traced
 	parent  *Context
-	logger   *slog.Logger
+	logger  *slog.Logger
 }
 
 func newContext(parent context.Context, inv *Invocation, prefix string) *Context {
@@ -93,4 +96,11 @@ func (h *replayQuiet) WithAttrs(as []slog.Attr) slog.Handler {
 }
 func (h *replayQuiet) WithGroup(name string) slog.Handler {
 	return &replayQuiet{inner: h.inner.WithGroup(name), inv: h.inv}
+}
+
+// traced says whether code running in ctx is traced: telemetry is on and the span around it
+// (the invocation's, a branch's, a batch's) records. Spans inside an untraced invocation are
+// not started at all, which saves their allocations on every step.
+func (inv *Invocation) traced(ctx context.Context) bool {
+	return inv.tel != nil && trace.SpanFromContext(ctx).IsRecording()
 }

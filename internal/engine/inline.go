@@ -51,18 +51,19 @@ type inlineBatch struct {
 	abandoned atomic.Bool     // the batch completed: its running branches record nothing more
 }
 
-// branchContext returns the context of branch i, under c, traced in a span of its own.
+// branchContext returns the context of branch i, under c, traced in a span of its own when the
+// batch is traced.
 func (ib *inlineBatch) branchContext(c *Context, op string, i int) *Context {
 	ctx := ib.ctx
-	if tel := c.inv.tel; tel != nil {
-		var span trace.Span
-		ctx, span = tel.Tracer.Start(ctx, "jetflow.branch "+op+"["+strconv.Itoa(i)+"]")
+	var span trace.Span
+	if c.inv.traced(ctx) {
+		ctx, span = c.inv.tel.Tracer.Start(ctx, "jetflow.branch "+op+"["+strconv.Itoa(i)+"]")
 		if span.IsRecording() {
 			span.SetAttributes(telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyOp.String(op), telemetry.KeyIndex.Int(i))
 		}
 	}
 	bc := newContext(ctx, c.inv, op+"-"+strconv.Itoa(i+1)+"-")
-	bc.parent, bc.depth, bc.scope, bc.via = c, c.depth, c.scope, c.via
+	bc.parent, bc.depth, bc.scope, bc.via, bc.span = c, c.depth, c.scope, c.via, span
 	return bc
 }
 
@@ -168,9 +169,9 @@ func (c *Context) runInline(op string, spec BatchSpec, r *record) *BatchOutcome 
 	}
 	state, d := batch.Open(inv.execID, "", messages.ParallelRequest{OpID: op, Config: cfg})
 	ib := &inlineBatch{ctx: c.Context}
-	if tel := inv.tel; tel != nil {
+	if inv.traced(c.Context) {
 		var span trace.Span
-		ib.ctx, span = tel.Tracer.Start(c.Context, "jetflow.parallel "+spec.Name)
+		ib.ctx, span = inv.tel.Tracer.Start(c.Context, "jetflow.parallel "+spec.Name)
 		if span.IsRecording() {
 			span.SetAttributes(telemetry.KeyExecution.String(inv.execID), telemetry.KeyOp.String(op),
 				telemetry.KeyName.String(spec.Name), attribute.Bool("jetflow.batch.inline", true), attribute.Int("jetflow.batch.size", cfg.N))
@@ -335,8 +336,8 @@ func (inv *Invocation) runInlineBranch(bc, parent *Context, op string, i int, sp
 	rep := inlineReport{index: i, s: bc.scope}
 	final := true  // rep is still to be sent
 	defer func() { // also when the goroutine ends by runtime.Goexit
-		if inv.tel != nil {
-			trace.SpanFromContext(bc.Context).End() // the branch's span (branchContext)
+		if bc.span != nil {
+			bc.span.End() // the branch's span (branchContext)
 		}
 		if final {
 			reports <- rep

@@ -178,9 +178,9 @@ func (c *Context) runBody(name string, attempt int, body func(*StepContext) ([]b
 		}
 	}()
 	ctx := c.Context
-	if tel := c.inv.tel; tel != nil {
+	if c.inv.traced(ctx) {
 		var span trace.Span
-		ctx, span = tel.Tracer.Start(ctx, "jetflow.step "+name)
+		ctx, span = c.inv.tel.Tracer.Start(ctx, "jetflow.step "+name)
 		if span.IsRecording() {
 			span.SetAttributes(telemetry.KeyExecution.String(c.inv.execID), telemetry.KeyName.String(name), telemetry.KeyAttempt.Int(attempt))
 		}
