@@ -159,7 +159,8 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 		return "", fmt.Errorf("client: start %s: timeout must be positive, got %s", function, o.timeout)
 	}
 	id = o.name
-	if id == "" {
+	generated := id == ""
+	if generated {
 		id = nuid.Next()
 	} else if err := messages.ValidateExecutionID(id); err != nil {
 		return "", fmt.Errorf("client: start %s: execution name: %w", function, err)
@@ -169,7 +170,7 @@ func (c *Client) Start(ctx context.Context, function string, input any, opts ...
 		return "", fmt.Errorf("client: start %s: encode input %T: %w", function, input, err)
 	}
 	data := messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: function, Input: in,
-		RequestedAt: time.Now().UnixNano(), Timeout: int64(o.timeout), TraceParent: telemetry.TraceParent(ctx)})
+		RequestedAt: time.Now().UnixNano(), Timeout: int64(o.timeout), TraceParent: telemetry.TraceParent(ctx), NewID: generated})
 	if len(data) > messages.MaxEventSize {
 		return "", fmt.Errorf("%w: %s: %d bytes encoded, the most is %d", ErrInputTooLarge, function, len(data), messages.MaxEventSize)
 	}

@@ -10,14 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow/jetflow/coordinator/batch"
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/jsasync"
 	"github.com/jetflow/jetflow/internal/recent"
-	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/kvstore"
 	"github.com/jetflow/jetflow/messages"
 )
@@ -295,16 +293,9 @@ func (c *Coordinator) completeBatch(ctx context.Context, b *messages.Batch, outc
 func (c *Coordinator) publishTasks(ctx context.Context, tasks []*messages.RunTask, trace string, dedupe bool) error {
 	futures := make([]*jsasync.Future, 0, len(tasks))
 	for _, t := range tasks {
-		msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
-		if dedupe {
-			if msg.Header == nil {
-				msg.Header = nats.Header{}
-			}
-			msg.Header.Set(jetstream.MsgIDHeader, taskMsgID(t))
-		}
-		f, err := c.pub.Publish(msg, 10*time.Second)
+		f, err := c.sendTask(t, trace, dedupe)
 		if err != nil {
-			return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
+			return err
 		}
 		futures = append(futures, f)
 	}

@@ -350,7 +350,14 @@ func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jets
 		_ = msg.Term()
 		return
 	}
-	err = c.apply(ctx, part.execs, id, ev, func(effects []lifecycle.Effect) error {
+	// A start with a generated id, delivered for the first time, is of a new execution: its state
+	// need not be read (a redelivery may follow a crash after the state was stored: read then).
+	var fresh bool
+	if start, ok := ev.(*messages.StartExecution); ok && start.NewID {
+		md, err := msg.Metadata()
+		fresh = err == nil && md.NumDelivered == 1
+	}
+	err = c.apply(ctx, part.execs, id, ev, fresh, func(ctx context.Context, effects []lifecycle.Effect) error {
 		for _, eff := range effects {
 			if err := c.carryOut(ctx, part, eff); err != nil {
 				return err
@@ -396,9 +403,15 @@ func eventExecution(ev messages.Message) (string, error) {
 // and carries out the effects with do. A new execution's state is written while its first effects
 // are carried out (both are needed before the ack, in either order: Decide recreates whichever a
 // crash lost); a change is written first, then the effects.
-func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id string, ev messages.Message, do func([]lifecycle.Effect) error) error {
+func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id string, ev messages.Message, fresh bool, do func(context.Context, []lifecycle.Effect) error) error {
 	for {
-		state, rev, err := c.loadExecution(ctx, cache, id)
+		var state *messages.Execution
+		var rev uint64
+		var err error
+		if !fresh {
+			state, rev, err = c.loadExecution(ctx, cache, id)
+		}
+		fresh = false // a conflict below: read what is there
 		if err != nil {
 			return err
 		}
@@ -410,21 +423,30 @@ func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id 
 			return err
 		}
 		if next == nil {
-			return do(effects)
+			return do(ctx, effects)
 		}
 		data := messages.MustEncode(next)
 		var newRev uint64
 		done := false
 		if rev == 0 {
-			f, ok, cerr := c.execs.CreateAsync(id, data)
-			if ok && cerr == nil {
-				err = do(effects)
-				done = true
+			// The first task goes out first (the worker waits for it; the state only has to be
+			// stored before the event is acked), then the state; then both are awaited.
+			var sent sentTasks
+			err = do(withSentTasks(ctx, &sent), effects)
+			done = true
+			if err == nil {
+				f, ok, cerr := c.execs.CreateAsync(id, data)
+				err = cerr
 				if err == nil {
-					newRev, err = awaitPubAck(ctx, f)
+					err = sent.await(ctx)
 				}
-			} else {
-				newRev, err = c.execs.Create(ctx, id, data)
+				switch {
+				case err != nil:
+				case ok:
+					newRev, err = awaitPubAck(ctx, f)
+				default: // too large for one message
+					newRev, err = c.execs.Create(ctx, id, data)
+				}
 			}
 		} else {
 			newRev, err = c.execs.Update(ctx, id, data, rev)
@@ -443,7 +465,7 @@ func (c *Coordinator) apply(ctx context.Context, cache *bounded[cachedExec], id 
 			cache.put(id, cachedExec{x: next, rev: newRev})
 		}
 		if !done {
-			if err := do(effects); err != nil {
+			if err := do(ctx, effects); err != nil {
 				return err
 			}
 		}
@@ -548,10 +570,56 @@ func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecyc
 // dispatch publishes a task, deduplicated by its TaskID; trace (a traceparent) is the parent of the
 // span of the invocation it causes.
 func (c *Coordinator) dispatch(ctx context.Context, t *messages.RunTask, trace string) error {
+	if sent, ok := ctx.Value(sentTasksKey{}).(*sentTasks); ok {
+		// The caller awaits the PubAck (sentTasks.await), after its own writes are on their way.
+		f, err := c.sendTask(t, trace, true)
+		if err != nil {
+			return err
+		}
+		sent.futures = append(sent.futures, f)
+		return nil
+	}
 	msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
 	_, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(taskMsgID(t)))
 	if err != nil {
 		return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
+	}
+	return nil
+}
+
+// sendTask publishes t without waiting; trace is the parent of its invocation's span. With
+// dedupe it carries its Nats-Msg-Id (see publishTasks).
+func (c *Coordinator) sendTask(t *messages.RunTask, trace string, dedupe bool) (*jsasync.Future, error) {
+	msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
+	if dedupe {
+		if msg.Header == nil {
+			msg.Header = nats.Header{}
+		}
+		msg.Header.Set(jetstream.MsgIDHeader, taskMsgID(t))
+	}
+	f, err := c.pub.Publish(msg, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
+	}
+	return f, nil
+}
+
+// sentTasks collects the tasks dispatch published without waiting, for a caller that carries
+// out effects while it has writes of its own to make (withSentTasks).
+type sentTasks struct{ futures []*jsasync.Future }
+
+type sentTasksKey struct{}
+
+func withSentTasks(ctx context.Context, s *sentTasks) context.Context {
+	return context.WithValue(ctx, sentTasksKey{}, s)
+}
+
+// await waits for the PubAck of every task sent.
+func (s *sentTasks) await(ctx context.Context) error {
+	for _, f := range s.futures {
+		if _, err := awaitPubAck(ctx, f); err != nil {
+			return fmt.Errorf("coordinator: dispatch: %w", err)
+		}
 	}
 	return nil
 }

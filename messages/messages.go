@@ -101,6 +101,11 @@ type StartExecution struct {
 	TraceParent string `msgpack:"tp,omitempty"`
 	// Timeout, if set, ends the execution TIMED_OUT this long after RequestedAt (nanoseconds).
 	Timeout int64 `msgpack:"to,omitempty"`
+	// NewID says the client generated ExecutionID for this start (a random id, not a name):
+	// no other start has it, so the coordinator that takes this event the first time creates
+	// the execution without reading first. A client that sets it for an id used before may see
+	// the execution's first task run twice.
+	NewID bool `msgpack:"ni,omitempty"`
 }
 
 // CancelExecution asks for a running execution to stop: it ends CANCELLED, its running code is

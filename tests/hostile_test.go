@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,4 +68,35 @@ func TestMalformedMessagesAreDroppedAndServiceCarriesOn(t *testing.T) {
 	// Every bad message was terminated: nothing is left pending on any consumer (the start for a
 	// function no worker has waits in the task stream with no consumer, as documented).
 	requireNothingPending(t, env, messages.EventStream, messages.TaskStream, messages.CheckpointStream)
+}
+
+// A start that claims a freshly generated id (NewID) for an execution that exists is read
+// against the stored state once its state write conflicts: the execution is not started again,
+// and its first task, already sent, is the same message as before (deduplicated by its id).
+func TestAStartClaimingANewIDOfAnExistingExecutionChangesNothing(t *testing.T) {
+	env := durabletest.New(t)
+	var runs atomic.Int32
+	durabletest.Register(env, "once", func(ctx durable.Context, s string) (string, error) {
+		return durable.Step(ctx, "count", func(durable.StepContext) (string, error) { runs.Add(1); return s, nil })
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())
+	defer cancel()
+	id, err := env.Client().Start(ctx, "once", "first")
+	require.NoError(t, err)
+	var got string
+	require.NoError(t, env.Client().Result(ctx, id, &got))
+	require.Equal(t, "first", got)
+
+	js, err := jetstream.New(env.Conn())
+	require.NoError(t, err)
+	in, err := msgpack.Marshal("second")
+	require.NoError(t, err)
+	again := messages.MustEncode(&messages.StartExecution{ExecutionID: id, Function: "once", Input: in, NewID: true})
+	// Another message id than the client's, so that the stream stores it.
+	_, err = js.Publish(ctx, messages.EventSubject(id, "start"), again, jetstream.WithMsgID("replayed-start"))
+	require.NoError(t, err)
+	requireNothingPending(t, env, messages.EventStream, messages.TaskStream)
+	require.NoError(t, env.Client().Result(ctx, id, &got))
+	require.Equal(t, "first", got)
+	require.EqualValues(t, 1, runs.Load(), "the step ran again")
 }
