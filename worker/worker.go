@@ -669,7 +669,7 @@ func (w *Worker) outcomeReader(executionID string) func(context.Context, *messag
 			}
 			w.log.Warn("reading a batch's branch records one by one: its rollup is unreadable", "execution", executionID, "batch", cp.OpID, "error", err)
 		}
-		list := w.ckpts.List
+		list := w.ckpts.List // one batched direct get, for up to 64 keys
 		if cp.Batch != nil && cp.Batch.N > 64 {
 			list = w.ckpts.ListMany
 		}
@@ -685,11 +685,19 @@ func (w *Worker) outcomeReader(executionID string) func(context.Context, *messag
 // an outcome record for every finished branch and nothing else.
 func (w *Worker) readRollup(ctx context.Context, executionID string, cp *messages.Checkpoint) ([]engine.Loaded, error) {
 	s := cp.Summary
+	if s.Rollup > 8*len(s.Done) { // every part holds an outcome at least
+		return nil, fmt.Errorf("rollup of %s.%s: %d parts for at most %d finished branches", executionID, cp.OpID, s.Rollup, 8*len(s.Done))
+	}
 	parts := make([][]engine.Loaded, s.Rollup)
 	errs := make([]error, s.Rollup)
 	var wg sync.WaitGroup
+	reading := make(chan struct{}, 8) // parts read at once
 	for k := range s.Rollup {
-		wg.Go(func() { parts[k], errs[k] = w.readRollupPart(ctx, executionID, cp.OpID, k) })
+		reading <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-reading }()
+			parts[k], errs[k] = w.readRollupPart(ctx, executionID, cp.OpID, k)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
