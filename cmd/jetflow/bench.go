@@ -18,8 +18,8 @@ import (
 func benchCmd() *cobra.Command {
 	var (
 		workloads, jsonFile, sync, level, cpuProfile, memProfile string
-		full                                         bool
-		workers                                      int
+		full, inProcess                                          bool
+		workers                                                  int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -35,7 +35,7 @@ func benchCmd() *cobra.Command {
 			defer stop()
 			url, _ := cmd.Flags().GetString("nats")
 			o := bench.Options{NatsURL: url, Full: full, Workers: workers, Progress: cmd.ErrOrStderr(),
-				Logger: service.Logger(level)}
+				Logger: service.Logger(level), InProcess: inProcess}
 			switch sync {
 			case "default":
 			case "always":
@@ -80,6 +80,7 @@ func benchCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&workloads, "workloads", "", "comma-separated subset of "+strings.Join(bench.All, ","))
 	cmd.Flags().BoolVar(&full, "full", false, "also run W1 with N = 100,000")
+	cmd.Flags().BoolVar(&inProcess, "in-process", false, "connect to the embedded server in memory, not over loopback TCP (a one-process deployment; RAW too)")
 	cmd.Flags().StringVar(&jsonFile, "json", "", "also write one JSON object per workload to this file")
 	cmd.Flags().StringVar(&sync, "sync", "default", "embedded server durability: default (periodic flush) or always (fsync every write)")
 	cmd.Flags().IntVar(&workers, "workers", 2, "workers in this process")

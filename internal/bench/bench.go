@@ -32,6 +32,9 @@ type Options struct {
 	// AckWait is the workers' ack wait: how long a killed worker's tasks wait before another takes
 	// them (W5). Default 5s.
 	AckWait time.Duration
+	// InProcess connects the services, the client and RAW to the embedded server in memory
+	// instead of over loopback TCP: the figures of a one-process deployment.
+	InProcess bool
 }
 
 // All lists the workloads in the order they run.
@@ -84,6 +87,10 @@ func Run(ctx context.Context, o Options, report func(Result)) error {
 	}
 	if o.NatsURL != "" {
 		durability = "external server"
+		o.InProcess = false // nothing to reach in memory
+	}
+	if o.InProcess {
+		durability += ", in process"
 	}
 	sys, err := startSystem(ctx, o)
 	if err != nil {
@@ -118,7 +125,7 @@ func (b *runner) workload(ctx context.Context, w string) error {
 		bar := b.bar(n, "RAW")
 		resetPeakRSS()
 		cpu := cpuTime()
-		d, err := raw(ctx, b.sys.url, n, func(done int64) { _ = bar.Set64(done) })
+		d, err := raw(ctx, b.sys.url, b.sys.connOptions("bench-raw"), n, func(done int64) { _ = bar.Set64(done) })
 		cpu = cpuTime() - cpu
 		b.finish(bar)
 		if err != nil {
@@ -155,7 +162,11 @@ func (b *runner) workload(ctx context.Context, w string) error {
 			return err
 		}
 		defer sys.stop()
-		sb := &runner{o: o, sys: sys, durability: "file, sync always", report: b.report}
+		d := "file, sync always"
+		if o.InProcess {
+			d += ", in process"
+		}
+		sb := &runner{o: o, sys: sys, durability: d, report: b.report}
 		return sb.parallel(ctx, "W1", b.n(10_000), 0, sb.durability)
 	}
 	return nil

@@ -27,11 +27,27 @@ func TestEveryWorkloadRuns(t *testing.T) {
 	}
 	require.Equal(t, []string{"RAW", "W1", "W1", "W2", "W3", "W4", "W5"}, names)
 	require.Positive(t, got[0].TasksPerSec)
+	require.Positive(t, got[0].CPUPerUnitUS)
 	require.Positive(t, got[1].BranchesPerSec)
+	require.Positive(t, got[1].CPUPerUnitUS)
 	require.LessOrEqual(t, got[3].MaxInFlight, 10, "W2 never has more than 10 branches in flight")
 	require.Positive(t, got[4].P50MS)
 	require.Equal(t, 20, got[5].N)
 
 	err = Run(context.Background(), Options{Workloads: []string{"W9"}}, func(Result) {})
 	require.ErrorContains(t, err, `unknown workload "W9"`)
+}
+
+// In process, every connection (RAW's too) reaches the embedded server in memory, and the
+// figures say so.
+func TestTheBenchRunsInProcess(t *testing.T) {
+	var got []Result
+	err := Run(context.Background(), Options{Scale: 100, InProcess: true, Workloads: []string{"RAW", "W1", "W3"}},
+		func(r Result) { got = append(got, r) })
+	require.NoError(t, err)
+	require.Len(t, got, 4)
+	for _, r := range got {
+		require.Equal(t, "file, default flush, in process", r.Durability, r.Workload)
+		require.Positive(t, r.WallMS, r.Workload)
+	}
 }

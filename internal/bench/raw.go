@@ -14,8 +14,8 @@ import (
 // raw measures the machine's ceiling: the bare JetStream pipeline one branch needs — publish a
 // task, consume and ack it, publish a result event, consume it, write a KV entry — for n tasks,
 // pipelined, with the same durability as the system under test.
-func raw(ctx context.Context, url string, n int, progress func(done int64)) (time.Duration, error) {
-	nc, err := nats.Connect(url, nats.Name("bench-raw"))
+func raw(ctx context.Context, url string, opts []nats.Option, n int, progress func(done int64)) (time.Duration, error) {
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return 0, err
 	}

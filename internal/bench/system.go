@@ -70,7 +70,7 @@ func startSystem(ctx context.Context, o Options) (*system, error) {
 		s.url = s.srv.URL()
 	}
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.url, nats.Name(name), nats.MaxReconnects(-1))
+		nc, err := nats.Connect(s.url, s.connOptions(name)...)
 		if err != nil {
 			return nil, fmt.Errorf("bench: connect to %s: %w", s.url, err)
 		}
@@ -107,9 +107,18 @@ func startSystem(ctx context.Context, o Options) (*system, error) {
 	return s, nil
 }
 
+// connOptions are the options of every connection the bench makes, named name.
+func (s *system) connOptions(name string) []nats.Option {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if s.srv != nil && s.opts.InProcess {
+		opts = append(opts, s.srv.InProcess())
+	}
+	return opts
+}
+
 // addWorker starts worker i (replacing a killed one) with the bench's handlers.
 func (s *system) addWorker(ctx context.Context, i int) error {
-	nc, err := nats.Connect(s.url, nats.Name(fmt.Sprintf("bench-worker-%d", i)), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.url, s.connOptions(fmt.Sprintf("bench-worker-%d", i))...)
 	if err != nil {
 		return fmt.Errorf("bench: connect to %s: %w", s.url, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"sync"
+
+	"github.com/nats-io/nats.go"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -127,4 +129,11 @@ func freePort(host string) (int, error) {
 		return 0, fmt.Errorf("embedded: find a free port: %w", err)
 	}
 	return port, nil
+}
+
+// InProcess is a connection option that reaches this server in memory, not over TCP.
+func (s *Server) InProcess() nats.Option {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return nats.InProcessServer(s.srv)
 }
