@@ -510,7 +510,7 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 		d := batch.Apply(&b, r.index, cp.Status == messages.OpFailed)
 		if counted {
 			if outcomes != nil {
-				outcomes = c.keepOutcome(outcomes, r.msg, value)
+				outcomes = keepOutcome(outcomes, revs[k], value)
 			}
 			if revs[k] == 0 {
 				ru.abandon()
@@ -555,17 +555,16 @@ func (c *Coordinator) applyOutcomes(ctx context.Context, part *partition, key st
 
 // keepOutcome adds a folded outcome record to those a resume task will carry, or returns nil
 // (carry none) once they would be too large or one cannot be read.
-func (c *Coordinator) keepOutcome(kept []messages.Prior, msg jetstream.Msg, value []byte) []messages.Prior {
+func keepOutcome(kept []messages.Prior, rev uint64, value []byte) []messages.Prior {
 	size := 0
 	for _, p := range kept {
 		size += len(p.Checkpoint.Result) + 64
 	}
-	md, err := msg.Metadata()
-	cp, derr := messages.DecodeAs[*messages.Checkpoint](value)
-	if err != nil || derr != nil || size+len(value) > maxCarriedOutcomeBytes {
+	cp, err := messages.DecodeAs[*messages.Checkpoint](value)
+	if rev == 0 || err != nil || size+len(value) > maxCarriedOutcomeBytes {
 		return nil
 	}
-	return append(kept, messages.Prior{Checkpoint: cp, Revision: md.Sequence.Stream})
+	return append(kept, messages.Prior{Checkpoint: cp, Revision: rev})
 }
 
 func (c *Coordinator) loadBatch(ctx context.Context, part *partition, key string) (*cachedBatch, error) {

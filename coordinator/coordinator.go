@@ -570,18 +570,16 @@ func (c *Coordinator) carryOut(ctx context.Context, part *partition, eff lifecyc
 // dispatch publishes a task, deduplicated by its TaskID; trace (a traceparent) is the parent of the
 // span of the invocation it causes.
 func (c *Coordinator) dispatch(ctx context.Context, t *messages.RunTask, trace string) error {
+	f, err := c.sendTask(t, trace, true)
+	if err != nil {
+		return err
+	}
 	if sent, ok := ctx.Value(sentTasksKey{}).(*sentTasks); ok {
 		// The caller awaits the PubAck (sentTasks.await), after its own writes are on their way.
-		f, err := c.sendTask(t, trace, true)
-		if err != nil {
-			return err
-		}
 		sent.futures = append(sent.futures, f)
 		return nil
 	}
-	msg := &nats.Msg{Subject: messages.TaskSubject(t.Function, t.ExecutionID), Data: messages.MustEncode(t), Header: telemetry.Header(trace)}
-	_, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(taskMsgID(t)))
-	if err != nil {
+	if _, err := awaitPubAck(ctx, f); err != nil {
 		return fmt.Errorf("coordinator: dispatch %s %s: %w", t.ExecutionID, t.TaskID, err)
 	}
 	return nil

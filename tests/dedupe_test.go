@@ -73,11 +73,7 @@ func TestBranchTasksAreDeduplicatedOnlyWhenTheyMayBeRepeated(t *testing.T) {
 		if err != nil {
 			return 0, err
 		}
-		sum := 0
-		for _, it := range res.Items {
-			sum += it.Result
-		}
-		return sum, nil
+		return sumOf(res.Results()), nil
 	})
 	seen := watchBranchTasks(t, env.Conn(), "dedupe")
 	ctx, cancel := context.WithTimeout(context.Background(), env.Timeout())

@@ -100,11 +100,7 @@ func TestInlineBatchesInsideFleetBranchesThatWait(t *testing.T) {
 					if err != nil {
 						return 0, err
 					}
-					sum := 0
-					for _, v := range res.Results() {
-						sum += v
-					}
-					return sum, nil
+					return sumOf(res.Results()), nil
 				}}
 			}
 			res, err := durable.Parallel(ctx, "outer", outer, durable.WithPlacement(durable.PlacementFleet))
@@ -145,11 +141,7 @@ func TestAFleetBatchInsideAnInlineBranch(t *testing.T) {
 				if err != nil {
 					return 0, err
 				}
-				sum := 0
-				for _, v := range squares.Results() {
-					sum += v
-				}
-				return sum, nil
+				return sumOf(squares.Results()), nil
 			}},
 		}) // 2 branches: inline
 		if err != nil {
@@ -160,4 +152,13 @@ func TestAFleetBatchInsideAnInlineBranch(t *testing.T) {
 	got, err := durabletest.Run[[]int](env, "fleet-in-inline", "")
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 328350}, got)
+}
+
+// sumOf adds up a batch's results.
+func sumOf(xs []int) int {
+	sum := 0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum
 }

@@ -117,9 +117,11 @@ type recordedLogs struct {
 	msgs []string
 }
 
-func (l *recordedLogs) Enabled(_ context.Context, level slog.Level) bool { return level >= slog.LevelWarn }
-func (l *recordedLogs) WithAttrs([]slog.Attr) slog.Handler               { return l }
-func (l *recordedLogs) WithGroup(string) slog.Handler                    { return l }
+func (l *recordedLogs) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelWarn
+}
+func (l *recordedLogs) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *recordedLogs) WithGroup(string) slog.Handler      { return l }
 func (l *recordedLogs) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
