@@ -248,6 +248,7 @@ func (b *runner) withKill(ctx context.Context, n int) error {
 func (b *runner) latency(ctx context.Context, n int) error {
 	bar := b.bar(n, "W3")
 	var lat []time.Duration
+	cpu := cpuTime()
 	start := time.Now()
 	for i := range n {
 		d, err := b.sys.run(ctx, "bench-check", "")
@@ -258,10 +259,12 @@ func (b *runner) latency(ctx context.Context, n int) error {
 		_ = bar.Set(i + 1)
 	}
 	wall := time.Since(start)
+	cpu = cpuTime() - cpu
 	b.finish(bar)
 	slices.Sort(lat)
 	b.report(Result{Workload: "W3", N: n, Durability: b.durability, WallMS: ms(wall), ExecsPerSec: float64(n) / wall.Seconds(),
-		P50MS: ms(lat[len(lat)/2]), P99MS: ms(lat[min(len(lat)-1, len(lat)*99/100)]), MaxMS: ms(lat[len(lat)-1])})
+		P50MS: ms(lat[len(lat)/2]), P99MS: ms(lat[min(len(lat)-1, len(lat)*99/100)]), MaxMS: ms(lat[len(lat)-1]),
+		CPUPerUnitUS: perUnit(cpu, n)})
 	return nil
 }
 
