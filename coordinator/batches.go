@@ -381,6 +381,7 @@ func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consume
 // handleOutcomes folds a batch of branch outcomes: per batch, apply them all, carry out the
 // effects, store the state once, then ack.
 func (c *Coordinator) handleOutcomes(ctx context.Context, part *partition, msgs []jetstream.Msg) {
+	c.keepersDue() // the tasks it dispatches are acked as they run
 	groups := map[string][]outcomeRef{}
 	var order []string
 	for _, m := range msgs {

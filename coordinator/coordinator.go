@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -112,6 +113,9 @@ type Coordinator struct {
 	tel   *telemetry.Telemetry
 	spans *spanTable
 
+	keepers   bool        // the work-queue streams let messages expire: keepers are placed (keeper.go)
+	keeperDue atomic.Bool // keepers are to be placed with the next event
+
 	mu      sync.Mutex
 	held    []int              // partitions driven now, for Partitions
 	parts   map[int]*partition // their state, for the in-flight gauge
@@ -165,6 +169,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("coordinator: %w", err)
 	}
 	c.js = js
+	if c.keepers, err = topology.AllowMsgTTL(ctx, js); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	if c.pub, err = jsasync.New(c.nc, 4096, 10*time.Second); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
@@ -177,6 +184,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.cancel = cancel
 	c.started = true
 	c.wg.Go(func() { c.leaseLoop(runCtx) })
+	if c.keepers {
+		c.keeperDue.Store(true)
+		c.wg.Go(func() { c.keeperClock(runCtx.Done()) })
+	}
 	c.wg.Go(func() {
 		<-runCtx.Done()
 		a.stop()
@@ -329,6 +340,7 @@ func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, hand
 }
 
 func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jetstream.Msg) {
+	c.keepersDue()
 	ctx = telemetry.Extract(ctx, msg.Headers()) // the sender's span: the parent of any span begun here
 	ev, err := messages.Decode(msg.Data())
 	if err != nil {

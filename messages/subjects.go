@@ -34,6 +34,14 @@ const (
 	EventSubjects = subjectRoot + ".evt.>"
 )
 
+// Keeper subjects: in each work-queue stream, where the coordinator places messages that no
+// consumer takes, so that the stream's last block is never emptied (coordinator/keeper.go). '~' is
+// not allowed in function names or partitions, so no consumer's filter matches them.
+const (
+	TaskKeeperSubject  = subjectRoot + ".task.~keep"
+	EventKeeperSubject = subjectRoot + ".evt.~keep"
+)
+
 // StartTaskID is the TaskID of an execution's first invocation.
 const StartTaskID = "start"
 

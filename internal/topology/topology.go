@@ -28,7 +28,8 @@ type Options struct {
 }
 
 // Provision creates what is missing of jetflow's streams and buckets. What exists is left alone
-// unless its replication differs: every service calls Provision at start, and updating a stream
+// unless its replication or subjects differ, or a work-queue stream made by an earlier version
+// does not allow message TTLs yet: every service calls Provision at start, and updating a stream
 // that others are creating consumers on is both needless and, in nats-server 2.15, racy.
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if o.Replicas == 0 {
@@ -47,6 +48,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		sc.Storage = storage
 		sc.Replicas = o.Replicas
 		sc.Duplicates = 2 * time.Minute
+		sc.AllowMsgTTL = true // the coordinator's keepers expire (coordinator/keeper.go)
 		if err := retry(ctx, func() error { return ensureStream(ctx, js, sc) }); err != nil {
 			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)
 		}
@@ -72,6 +74,21 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("topology: object store %s: %w", BlobBucket, err)
 	}
 	return nil
+}
+
+// AllowMsgTTL reports whether both work-queue streams let messages expire. A server older than
+// nats-server 2.11 ignores the setting: no message there may rely on a TTL.
+func AllowMsgTTL(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	for _, name := range []string{messages.TaskStream, messages.EventStream} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			return false, fmt.Errorf("topology: stream %s: %w", name, err)
+		}
+		if !st.CachedInfo().Config.AllowMsgTTL {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // retry calls fn until it succeeds, ctx ends, or it failed 10 times: a cluster that is electing
@@ -105,7 +122,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		return err
 	}
 	cur := st.CachedInfo().Config
-	if cur.Replicas != sc.Replicas || !slices.Equal(cur.Subjects, sc.Subjects) {
+	if cur.Replicas != sc.Replicas || !slices.Equal(cur.Subjects, sc.Subjects) || sc.AllowMsgTTL && !cur.AllowMsgTTL {
 		_, err = js.UpdateStream(ctx, sc)
 	}
 	return err
