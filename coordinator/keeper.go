@@ -23,9 +23,9 @@ const (
 	keeperTTL   = 30 * time.Second
 )
 
-// keepersDue is called for each event and each fetch of branch outcomes; it places keepers if keeperEvery has passed since
-// the last ones (the keeper loop re-arms it). Their PubAcks are not awaited: a keeper that is not
-// stored costs a file's churn, nothing else.
+// keepersDue is called for each event and each fetch of branch outcomes; it places keepers if
+// keeperEvery has passed since the last ones (keeperClock re-arms it). Their PubAcks are not
+// awaited: a keeper that is not stored costs some file churn, nothing else.
 func (c *Coordinator) keepersDue() {
 	if !c.keeperDue.CompareAndSwap(true, false) {
 		return
