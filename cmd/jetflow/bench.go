@@ -19,7 +19,7 @@ func benchCmd() *cobra.Command {
 	var (
 		workloads, jsonFile, sync, level, cpuProfile, memProfile string
 		full, inProcess                                          bool
-		workers                                                  int
+		workers, w3Executions                                    int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,8 +34,11 @@ func benchCmd() *cobra.Command {
 			ctx, stop := service.SignalContext(cmd.Context())
 			defer stop()
 			url, _ := cmd.Flags().GetString("nats")
+			if w3Executions < 1 {
+				return &exitError{exitUsage, fmt.Errorf("--w3-executions must be at least 1, got %d", w3Executions)}
+			}
 			o := bench.Options{NatsURL: url, Full: full, Workers: workers, Progress: cmd.ErrOrStderr(),
-				Logger: service.Logger(level), InProcess: inProcess}
+				Logger: service.Logger(level), InProcess: inProcess, W3Executions: w3Executions}
 			switch sync {
 			case "default":
 			case "always":
@@ -84,6 +87,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&jsonFile, "json", "", "also write one JSON object per workload to this file")
 	cmd.Flags().StringVar(&sync, "sync", "default", "embedded server durability: default (periodic flush) or always (fsync every write)")
 	cmd.Flags().IntVar(&workers, "workers", 2, "workers in this process")
+	cmd.Flags().IntVar(&w3Executions, "w3-executions", 200, "executions W3 runs one after another (more give a CPU profile of W3 enough samples)")
 	cmd.Flags().StringVar(&level, "log-level", "error", "log level of the services")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run (its alloc_space and alloc_objects cover the whole run) to this file")

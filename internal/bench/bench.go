@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +36,9 @@ type Options struct {
 	// InProcess connects the services, the client and RAW to the embedded server in memory
 	// instead of over loopback TCP: the figures of a one-process deployment.
 	InProcess bool
+	// W3Executions is how many executions W3 runs one after another; default 200 (BENCH.md).
+	// More give a CPU profile of W3 enough samples.
+	W3Executions int
 }
 
 // All lists the workloads in the order they run.
@@ -146,7 +150,7 @@ func (b *runner) workload(ctx context.Context, w string) error {
 	case "W2":
 		return b.parallel(ctx, "W2", b.n(1_000), 10, b.durability)
 	case "W3":
-		return b.latency(ctx, b.n(200))
+		return b.latency(ctx, b.n(cmp.Or(b.o.W3Executions, 200)))
 	case "W4":
 		return b.concurrent(ctx, b.n(200), 10)
 	case "W5":

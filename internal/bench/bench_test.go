@@ -32,6 +32,8 @@ func TestEveryWorkloadRuns(t *testing.T) {
 	require.Positive(t, got[1].CPUPerUnitUS)
 	require.LessOrEqual(t, got[3].MaxInFlight, 10, "W2 never has more than 10 branches in flight")
 	require.Positive(t, got[4].P50MS)
+	require.Equal(t, 2, got[4].N, "W3: 200 executions, scaled down")
+	require.Positive(t, got[4].CPUPerUnitUS)
 	require.Equal(t, 20, got[5].N)
 
 	err = Run(context.Background(), Options{Workloads: []string{"W9"}}, func(Result) {})
@@ -42,10 +44,11 @@ func TestEveryWorkloadRuns(t *testing.T) {
 // figures say so.
 func TestTheBenchRunsInProcess(t *testing.T) {
 	var got []Result
-	err := Run(context.Background(), Options{Scale: 100, InProcess: true, Workloads: []string{"RAW", "W1", "W3"}},
+	err := Run(context.Background(), Options{Scale: 100, InProcess: true, Workloads: []string{"RAW", "W1", "W3"}, W3Executions: 500},
 		func(r Result) { got = append(got, r) })
 	require.NoError(t, err)
 	require.Len(t, got, 4)
+	require.Equal(t, 5, got[3].N, "W3 runs as many executions as asked, scaled down")
 	for _, r := range got {
 		require.Equal(t, "file, default flush, in process", r.Durability, r.Workload)
 		require.Positive(t, r.WallMS, r.Workload)
