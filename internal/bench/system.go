@@ -141,12 +141,15 @@ func (s *system) addWorker(ctx context.Context, i int) error {
 	return nil
 }
 
-// killWorker stops worker i as a crash would: its connection closes first.
+// killWorker stops worker i as a crash would: at once, what it runs is aborted (nothing is
+// reported, no task is nacked) and it starts nothing more, then its connection closes. Closing
+// the connection first would let its runners go on starting prefetched tasks whose outcomes
+// could no longer be written, which a process that died would not do.
 func (s *system) killWorker(i int) {
-	s.wconns[i].Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = s.workers[i].Stop(ctx)
+	s.wconns[i].Close()
 	s.workers[i] = nil
 }
 
