@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/jetflow/jetflow/coordinator"
 	"github.com/jetflow/jetflow/internal/embedded"
 	"github.com/jetflow/jetflow/internal/service"
@@ -41,6 +43,7 @@ func run() error {
 	defer stop()
 
 	url := *natsURL
+	var opts []nats.Option
 	if url == "" {
 		srv, err := embedded.Start(embedded.Options{StoreDir: *data, Host: *host, Port: *port})
 		if err != nil {
@@ -49,8 +52,9 @@ func run() error {
 		defer srv.Shutdown()
 		url = srv.URL()
 		fmt.Printf("embedded NATS with JetStream at %s (store %s)\nworkers: worker --nats %s\n", url, *data, url)
+		opts = append(opts, srv.InProcess()) // the coordinator reaches its own server in memory
 	}
-	nc, err := service.Connect(url, "jetflow-coordinator", log)
+	nc, err := service.Connect(url, "jetflow-coordinator", log, opts...)
 	if err != nil {
 		return err
 	}

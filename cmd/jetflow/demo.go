@@ -74,7 +74,8 @@ func runDemo(ctx context.Context, out io.Writer, data string, workers int, level
 			_ = stops[i](stopCtx)
 		}
 	}()
-	connect := func(name string) (*service.Conn, error) { return service.Dial(srv.URL(), name, log) }
+	// Everything here runs in this process: its connections reach the server in memory.
+	connect := func(name string) (*service.Conn, error) { return service.Dial(srv.URL(), name, log, srv.InProcess()) }
 
 	cc, err := connect("demo-coordinator")
 	if err != nil {

@@ -26,15 +26,17 @@ func URL(flagValue string) string {
 	return DefaultURL
 }
 
-// Connect connects to url, reconnecting for ever after a lost connection.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+// Connect connects to url, reconnecting for ever after a lost connection; opts come last (an
+// embedded server's InProcess, say).
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) })}, opts...)
+	nc, err := nats.Connect(url, all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
@@ -59,8 +61,8 @@ func Logger(level string) *slog.Logger {
 type Conn struct{ NC *nats.Conn }
 
 // Dial is Connect returning a *Conn.
-func Dial(url, name string, log *slog.Logger) (*Conn, error) {
-	nc, err := Connect(url, name, log)
+func Dial(url, name string, log *slog.Logger, opts ...nats.Option) (*Conn, error) {
+	nc, err := Connect(url, name, log, opts...)
 	if err != nil {
 		return nil, err
 	}
