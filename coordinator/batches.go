@@ -339,42 +339,38 @@ func parseOutcome(msg jetstream.Msg) (outcomeRef, error) {
 	return outcomeRef{msg: msg, key: batchKey(parts[2], parts[3]), exec: parts[2], op: parts[3], index: i}, nil
 }
 
-// consumeBatches keeps a pull request open and hands the outcomes to handle as they arrive, each
-// time with every outcome that has arrived meanwhile: one at a time when they trickle in, in groups
-// when they pour.
+// consumeBatches pulls as consume does and hands the outcomes to handle as they arrive, each
+// time with every outcome that has arrived meanwhile: one at a time when they trickle in, in
+// groups when they pour.
 func (c *Coordinator) consumeBatches(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, []jetstream.Msg)) {
-	backoff := 10 * time.Millisecond
-	for ctx.Err() == nil {
-		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
-		fetched, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchContext(fetchCtx))
-		if err == nil {
-			in := fetched.Messages()
-			for m := range in {
-				msgs := []jetstream.Msg{m}
-			more:
-				for len(msgs) < c.cfg.BatchSize {
-					select {
-					case m, ok := <-in:
-						if !ok {
-							break more
-						}
-						msgs = append(msgs, m)
-					default:
-						break more
-					}
-				}
-				handle(ctx, msgs)
+	in := make(chan jetstream.Msg, c.cfg.BatchSize)
+	go func() {
+		defer close(in)
+		c.consume(ctx, cons, func(ctx context.Context, m jetstream.Msg) {
+			select {
+			case in <- m:
+			case <-ctx.Done(): // stopping: unacked, it is redelivered
 			}
-			err = fetched.Error()
+		})
+	}()
+	for m := range in {
+		msgs := []jetstream.Msg{m}
+	more:
+		for len(msgs) < c.cfg.BatchSize {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					break more
+				}
+				msgs = append(msgs, m)
+			default:
+				break more
+			}
 		}
-		cancel()
-		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
-			c.log.Debug("fetch of branch outcomes failed; retrying", "error", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
-			continue
+		if ctx.Err() != nil {
+			continue // stopping: unacked, they are redelivered
 		}
-		backoff = 10 * time.Millisecond
+		handle(ctx, msgs)
 	}
 }
 

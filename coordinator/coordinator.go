@@ -21,6 +21,7 @@ import (
 	"github.com/jetflow/jetflow/coordinator/lifecycle"
 	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/jsasync"
+	"github.com/jetflow/jetflow/internal/jspull"
 	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
@@ -309,33 +310,20 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	}
 }
 
-// consume fetches batches from cons and hands each message to handle, one at a time, until ctx
-// ends. Errors of the connection are retried with a short backoff.
+// consume hands each message of cons to handle, one at a time, until ctx ends. It pulls through
+// internal/jspull, which never drops a delivered message: the jetstream package's Fetch could,
+// when a pull request reached a busy server late, and the message came back only after AckWait.
 func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
+	info := cons.CachedInfo()
+	p := jspull.New(c.nc, info.Stream, info.Name, c.cfg.BatchSize, fetchExpiry)
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		fetchCtx, cancel := context.WithTimeout(ctx, fetchExpiry)
-		batch, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchContext(fetchCtx))
-		if err != nil {
-			cancel()
-			if ctx.Err() == nil {
-				c.log.Debug("fetch failed; retrying", "error", err)
-				sleep(ctx, backoff)
-				backoff = min(2*backoff, time.Second)
-			}
-			continue
-		}
-		for msg := range batch.Messages() {
-			handle(ctx, msg)
-		}
-		cancel()
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			c.log.Debug("fetch ended with an error; retrying", "error", err)
+		err := p.Run(ctx, func(msg jetstream.Msg) { handle(ctx, msg) })
+		if err != nil && ctx.Err() == nil {
+			c.log.Debug("pull failed; retrying", "error", err)
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, time.Second)
-			continue
 		}
-		backoff = 10 * time.Millisecond
 	}
 }
 
@@ -691,8 +679,8 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// fetchExpiry bounds one pull request. A pull request does not survive a server restart, so this
-// is also how long a consumer may stay deaf after one.
+// fetchExpiry bounds one pull request. A pull request does not survive a server restart: a
+// consumer may stay deaf for this and a second more after one (jspull).
 const fetchExpiry = time.Second
 
 // maxRememberedStops bounds the executions a partition remembers as stopped; one forgotten is
