@@ -20,6 +20,7 @@ import (
 	"github.com/jetflow/jetflow/internal/engine"
 	"github.com/jetflow/jetflow/internal/faults"
 	"github.com/jetflow/jetflow/internal/jsasync"
+	"github.com/jetflow/jetflow/internal/jspull"
 	"github.com/jetflow/jetflow/internal/recent"
 	"github.com/jetflow/jetflow/internal/telemetry"
 	"github.com/jetflow/jetflow/internal/topology"
@@ -339,47 +340,37 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 }
 
-// fetchLoop pulls the function's tasks continuously (a small prefetch buffer keeps the pipe
-// full) and runs each once a slot of MaxConcurrent is free, until ctx ends.
+// fetchLoop pulls the function's tasks continuously (a small prefetch keeps the pipe full) and
+// runs each once a slot of MaxConcurrent is free, until ctx ends. It pulls through
+// internal/jspull, which never drops a task the server delivered (docs/DESIGN.md, Clusters).
 func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	p := jspull.New(w.nc, info.Stream, info.Name, min(w.cfg.MaxConcurrent, prefetch), pullExpiry)
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(min(w.cfg.MaxConcurrent, prefetch)))
-		if err != nil {
-			w.log.Debug("cannot pull tasks; retrying", "function", function, "error", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
-			continue
-		}
-		backoff = 10 * time.Millisecond
-		unhook := context.AfterFunc(ctx, it.Stop)
-		for {
+		err := p.Run(ctx, func(msg jetstream.Msg) {
 			select {
 			case w.sem <- struct{}{}:
 			case <-ctx.Done():
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			msg, err := it.Next()
-			if err != nil {
-				<-w.sem
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					break
-				}
-				w.log.Debug("pulling tasks", "function", function, "error", err)
-				continue
+				return // stopping: unacked, the task is redelivered
 			}
 			select {
 			case w.idle <- msg: // a runner that finished its task takes this one
 			default:
 				w.inflight.Go(func() { w.runner(ctx, msg) })
 			}
+		})
+		if err != nil && ctx.Err() == nil {
+			w.log.Debug("cannot pull tasks; retrying", "function", function, "error", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
 		}
-		unhook()
-		it.Stop()
 	}
 }
+
+// pullExpiry bounds one pull request for tasks; a request lost with its server is made again
+// about a second after it was due to end.
+const pullExpiry = 5 * time.Second
 
 // runner handles msg, then the tasks handed to it while it waits idle, until it has waited
 // runnerIdle or ctx ends (the worker stops taking tasks). Runners outlive their task, so that a

@@ -62,16 +62,20 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 		return err
 	}
 	var (
-		n        uint64 // the current request's number, the last token of its reply subject
-		owed     int    // messages the current request may still bring
+		n        uint64 // requests made: the last token of each one's reply subject
+		pending  int    // messages asked for that have neither come nor been reported undelivered
 		deadline time.Time
 		backoff  = 10 * time.Millisecond
 	)
+	// request asks for another batch. A new one goes out when half of what was asked for has
+	// come (or was reported undelivered), so that the next batch is on its way before the last
+	// is handed on.
 	request := func() {
 		n++
-		owed = p.batch
+		pending += p.batch
 		deadline = time.Now().Add(p.expires + lostAfter)
 		if err := p.nc.PublishRequest(p.next, inbox+"."+strconv.FormatUint(n, 36), body); err != nil {
+			pending = 0
 			deadline = time.Now().Add(backoff) // the connection is down: try again shortly
 			backoff = min(2*backoff, time.Second)
 		}
@@ -85,19 +89,16 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, context.DeadlineExceeded):
-			request() // the current request's end never came: lost
+			pending = 0 // the newest request's end is overdue: every request is taken for lost
+			request()
 			continue
 		case err != nil:
 			return err
 		}
 		if status := m.Header.Get("Status"); status != "" && len(m.Data) == 0 {
 			// The end of a request: 408, it expired; 409, the server ended it (a leader moved,
-			// too many waiting, the consumer deleted); 404 or 400, it was refused. Only the
-			// current request's end calls for a new one: a late end of an older one says
-			// nothing. (Deliveries carry their stream subject, so only ends tell requests apart.)
-			if !strings.HasSuffix(m.Subject, "."+strconv.FormatUint(n, 36)) {
-				continue
-			}
+			// too many waiting, the consumer deleted); 404 or 400, it was refused. The server
+			// says how many of its messages it did not send.
 			switch status {
 			case "408":
 				backoff = 10 * time.Millisecond
@@ -109,13 +110,18 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 			default:
 				continue // not an end (a heartbeat, say)
 			}
-			request()
+			if left, err := strconv.Atoi(m.Header.Get("Nats-Pending-Messages")); err == nil {
+				pending = max(0, pending-left)
+			} else if strings.HasSuffix(m.Subject, "."+strconv.FormatUint(n, 36)) {
+				pending = 0 // the newest request ended, and how much it left is not said
+			}
+			if pending <= p.batch/2 {
+				request()
+			}
 			continue
 		}
 		each(&msg{m: m, nc: p.nc})
-		// The server ends a request once it has sent its batch. A message of an older request
-		// counts against the current one too: at worst a request is made early.
-		if owed--; owed == 0 {
+		if pending--; pending <= p.batch/2 {
 			request()
 		}
 	}
