@@ -199,3 +199,33 @@ func TestPullsAgainAfterAServerRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"after"}, r.await(t, 1, 10*time.Second))
 }
+
+// The next batch is asked for once half of the last has come, not when it has all been handed on:
+// with requests that do not expire during the test, two messages of a batch of four bring a
+// second request.
+func TestAsksForTheNextBatchAtHalf(t *testing.T) {
+	nc := durabletest.NATS(t)
+	js := setUp(t, nc, 30*time.Second)
+	requests := make(chan struct{}, 16)
+	watch, err := nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT.W.C", func(*nats.Msg) { requests <- struct{}{} })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = watch.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	r := newReceived()
+	run(t, jspull.New(nc, "W", "C", 4, time.Minute), r.each(jetstream.Msg.Ack))
+	await := func(what string) {
+		t.Helper()
+		select {
+		case <-requests:
+		case <-time.After(5 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	await("no first request")
+	for _, d := range []string{"a", "b"} {
+		_, err := js.Publish(t.Context(), "w.a", []byte(d))
+		require.NoError(t, err)
+	}
+	require.Equal(t, []string{"a", "b"}, r.await(t, 2, 5*time.Second))
+	await("no second request after half the batch came")
+}
