@@ -315,16 +315,8 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 // when a pull request reached a busy server late, and the message came back only after AckWait.
 func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
 	info := cons.CachedInfo()
-	p := jspull.New(c.nc, info.Stream, info.Name, c.cfg.BatchSize, fetchExpiry)
-	backoff := 10 * time.Millisecond
-	for ctx.Err() == nil {
-		err := p.Run(ctx, func(msg jetstream.Msg) { handle(ctx, msg) })
-		if err != nil && ctx.Err() == nil {
-			c.log.Debug("pull failed; retrying", "error", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
-		}
-	}
+	jspull.New(c.nc, c.log, info.Stream, info.Name, c.cfg.BatchSize, fetchExpiry).
+		Run(ctx, func(msg jetstream.Msg) { handle(ctx, msg) })
 }
 
 func (c *Coordinator) handleEvent(ctx context.Context, part *partition, msg jetstream.Msg) {

@@ -298,7 +298,7 @@ func (w *Worker) startFunction(ctx context.Context, function string) error {
 	}
 	w.consuming[function] = cons
 	runCtx := w.runCtx
-	w.loops.Go(func() { w.fetchLoop(runCtx, function, cons) })
+	w.loops.Go(func() { w.fetchLoop(runCtx, cons) })
 	return nil
 }
 
@@ -343,29 +343,20 @@ func (w *Worker) Stop(ctx context.Context) error {
 // fetchLoop pulls the function's tasks continuously (a small prefetch keeps the pipe full) and
 // runs each once a slot of MaxConcurrent is free, until ctx ends. It pulls through
 // internal/jspull, which never drops a task the server delivered (docs/DESIGN.md, Clusters).
-func (w *Worker) fetchLoop(ctx context.Context, function string, cons jetstream.Consumer) {
+func (w *Worker) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 	info := cons.CachedInfo()
-	p := jspull.New(w.nc, info.Stream, info.Name, min(w.cfg.MaxConcurrent, prefetch), pullExpiry)
-	backoff := 10 * time.Millisecond
-	for ctx.Err() == nil {
-		err := p.Run(ctx, func(msg jetstream.Msg) {
-			select {
-			case w.sem <- struct{}{}:
-			case <-ctx.Done():
-				return // stopping: unacked, the task is redelivered
-			}
-			select {
-			case w.idle <- msg: // a runner that finished its task takes this one
-			default:
-				w.inflight.Go(func() { w.runner(ctx, msg) })
-			}
-		})
-		if err != nil && ctx.Err() == nil {
-			w.log.Debug("cannot pull tasks; retrying", "function", function, "error", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
+	jspull.New(w.nc, w.log, info.Stream, info.Name, min(w.cfg.MaxConcurrent, prefetch), pullExpiry).Run(ctx, func(msg jetstream.Msg) {
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return // stopping: unacked, the task is redelivered
 		}
-	}
+		select {
+		case w.idle <- msg: // a runner that finished its task takes this one
+		default:
+			w.inflight.Go(func() { w.runner(ctx, msg) })
+		}
+	})
 }
 
 // pullExpiry bounds one pull request for tasks; a request lost with its server is made again
@@ -836,15 +827,6 @@ func (w *Worker) beatLoop() {
 				_ = m.InProgress()
 			}
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

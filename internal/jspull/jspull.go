@@ -12,8 +12,8 @@ package jspull
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -25,15 +25,19 @@ import (
 // Puller pulls from one durable consumer.
 type Puller struct {
 	nc      *nats.Conn
+	log     *slog.Logger
 	next    string // the consumer's next-message API subject
+	body    []byte // a pull request: the batch and how long the server holds it
 	batch   int
 	expires time.Duration
 }
 
 // New returns a puller of consumer on stream that asks for batch messages at a time, each request
-// held by the server for at most expires.
-func New(nc *nats.Conn, stream, consumer string, batch int, expires time.Duration) *Puller {
-	return &Puller{nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, batch: batch, expires: expires}
+// held by the server for at most expires. It logs failed subscriptions to log at debug level.
+func New(nc *nats.Conn, log *slog.Logger, stream, consumer string, batch int, expires time.Duration) *Puller {
+	body := []byte(`{"batch":` + strconv.Itoa(batch) + `,"expires":` + strconv.FormatInt(expires.Nanoseconds(), 10) + `}`)
+	return &Puller{nc: nc, log: log, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, body: body,
+		batch: batch, expires: expires}
 }
 
 // lostAfter is how long past its expiry a request whose end was never seen is taken for lost (a
@@ -41,9 +45,23 @@ func New(nc *nats.Conn, stream, consumer string, batch int, expires time.Duratio
 const lostAfter = time.Second
 
 // Run pulls until ctx ends and calls each with every message, in the order they arrive. each must
-// ack, nak or term the message (or leave it to AckWait). Run returns when ctx ends, or with the
-// error of the subscription.
-func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
+// ack, nak or term the message (or leave it to AckWait). A subscription that fails (its connection
+// closed) is made again after a short wait.
+func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) {
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		if err := p.run(ctx, each); err != nil && ctx.Err() == nil {
+			p.log.Debug("pull failed; retrying", "subject", p.next, "error", err)
+			if !pause(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+// run pulls through one subscription until ctx ends (nil) or the subscription fails.
+func (p *Puller) run(ctx context.Context, each func(jetstream.Msg)) error {
 	inbox := p.nc.NewInbox()
 	sub, err := p.nc.SubscribeSync(inbox + ".*")
 	if err != nil {
@@ -54,13 +72,8 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		return err
 	}
-	body, err := json.Marshal(struct {
-		Batch   int   `json:"batch"`
-		Expires int64 `json:"expires"`
-	}{p.batch, p.expires.Nanoseconds()})
-	if err != nil {
-		return err
-	}
+	// Ending ctx ends the subscription, and with it the wait for the next message.
+	defer context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })()
 	var (
 		n        uint64 // requests made: the last token of each one's reply subject
 		pending  int    // messages asked for that have neither come nor been reported undelivered
@@ -74,7 +87,7 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 		n++
 		pending += p.batch
 		deadline = time.Now().Add(p.expires + lostAfter)
-		if err := p.nc.PublishRequest(p.next, inbox+"."+strconv.FormatUint(n, 36), body); err != nil {
+		if err := p.nc.PublishRequest(p.next, inbox+"."+strconv.FormatUint(n, 36), p.body); err != nil {
 			pending = 0
 			deadline = time.Now().Add(backoff) // the connection is down: try again shortly
 			backoff = min(2*backoff, time.Second)
@@ -82,13 +95,11 @@ func (p *Puller) Run(ctx context.Context, each func(jetstream.Msg)) error {
 	}
 	request()
 	for {
-		wait, cancel := context.WithDeadline(ctx, deadline)
-		m, err := sub.NextMsgWithContext(wait)
-		cancel()
+		m, err := sub.NextMsg(time.Until(deadline)) // no timer when a message is waiting
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, nats.ErrTimeout):
 			pending = 0 // the newest request's end is overdue: every request is taken for lost
 			request()
 			continue
@@ -185,7 +196,7 @@ func (x *msg) Metadata() (*jetstream.MsgMetadata, error) {
 	} else {
 		t = t[2:]
 	}
-	nums := make([]uint64, 5)
+	var nums [5]uint64
 	for i := range nums {
 		v, err := strconv.ParseUint(t[2+i], 10, 64)
 		if err != nil {

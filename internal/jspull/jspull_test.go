@@ -2,6 +2,7 @@ package jspull_test
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -70,12 +71,24 @@ func (r *received) await(t *testing.T, n int, within time.Duration) []string {
 	return got
 }
 
+// watchRequests returns a channel that receives a value for every pull request made to consumer
+// C of W, seen from another subscriber.
+func watchRequests(t *testing.T, nc *nats.Conn) <-chan struct{} {
+	t.Helper()
+	requests := make(chan struct{}, 1024)
+	watch, err := nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT.W.C", func(*nats.Msg) { requests <- struct{}{} })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = watch.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return requests
+}
+
 func run(t *testing.T, p *jspull.Puller, each func(jetstream.Msg)) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = p.Run(ctx, each)
+		p.Run(ctx, each)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -90,14 +103,9 @@ func run(t *testing.T, p *jspull.Puller, each func(jetstream.Msg)) context.Cance
 func TestPullsAcrossRequestsAndAcks(t *testing.T) {
 	nc := durabletest.NATS(t)
 	js := setUp(t, nc, 30*time.Second)
-	// Every pull request the puller makes, seen from another subscriber.
-	requests := make(chan struct{}, 1024)
-	watch, err := nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT.W.C", func(*nats.Msg) { requests <- struct{}{} })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = watch.Unsubscribe() })
-	require.NoError(t, nc.Flush())
+	requests := watchRequests(t, nc)
 	r := newReceived()
-	run(t, jspull.New(nc, "W", "C", 4, time.Second), r.each(jetstream.Msg.Ack))
+	run(t, jspull.New(nc, slog.Default(), "W", "C", 4, time.Second), r.each(jetstream.Msg.Ack))
 
 	for i := range 10 { // more than two requests' worth
 		_, err := js.Publish(t.Context(), "w.a", []byte(strconv.Itoa(i)))
@@ -117,7 +125,7 @@ func TestPullsAcrossRequestsAndAcks(t *testing.T) {
 			t.Fatal("no new pull request after one expired")
 		}
 	}
-	_, err = js.Publish(t.Context(), "w.b", []byte("late"))
+	_, err := js.Publish(t.Context(), "w.b", []byte("late"))
 	require.NoError(t, err)
 	require.Equal(t, []string{"late"}, r.await(t, 1, time.Second))
 
@@ -140,7 +148,7 @@ func TestNakWithDelayAndTerm(t *testing.T) {
 	nc := durabletest.NATS(t)
 	js := setUp(t, nc, 30*time.Second)
 	r := newReceived()
-	run(t, jspull.New(nc, "W", "C", 8, time.Second), r.each(func(m jetstream.Msg) error {
+	run(t, jspull.New(nc, slog.Default(), "W", "C", 8, time.Second), r.each(func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
@@ -182,7 +190,7 @@ func TestPullsAgainAfterAServerRestart(t *testing.T) {
 	t.Cleanup(nc.Close)
 	js := setUp(t, nc, 30*time.Second)
 	r := newReceived()
-	run(t, jspull.New(nc, "W", "C", 8, time.Second), r.each(jetstream.Msg.Ack))
+	run(t, jspull.New(nc, slog.Default(), "W", "C", 8, time.Second), r.each(jetstream.Msg.Ack))
 	_, err = js.Publish(t.Context(), "w.a", []byte("before"))
 	require.NoError(t, err)
 	require.Equal(t, []string{"before"}, r.await(t, 1, 5*time.Second))
@@ -206,13 +214,9 @@ func TestPullsAgainAfterAServerRestart(t *testing.T) {
 func TestAsksForTheNextBatchAtHalf(t *testing.T) {
 	nc := durabletest.NATS(t)
 	js := setUp(t, nc, 30*time.Second)
-	requests := make(chan struct{}, 16)
-	watch, err := nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT.W.C", func(*nats.Msg) { requests <- struct{}{} })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = watch.Unsubscribe() })
-	require.NoError(t, nc.Flush())
+	requests := watchRequests(t, nc)
 	r := newReceived()
-	run(t, jspull.New(nc, "W", "C", 4, time.Minute), r.each(jetstream.Msg.Ack))
+	run(t, jspull.New(nc, slog.Default(), "W", "C", 4, time.Minute), r.each(jetstream.Msg.Ack))
 	await := func(what string) {
 		t.Helper()
 		select {
